@@ -1,0 +1,51 @@
+"""The Method contract: how a model is trained, and nothing else.
+
+A method is one small class in one file with its parameters declared beside it. The runner, not
+the method, owns timing, energy, budgets, evaluation and storage; the method only sees a
+:class:`~joulebench.harness.context.TrainContext`.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+
+from joulebench.harness.params import Param
+from joulebench.harness.task import Hyper, Task
+
+if TYPE_CHECKING:
+    from torch import nn
+
+    from joulebench.harness.context import TrainContext
+
+
+class Method:
+    """Base class of every training method.
+
+    ``requires`` names task capabilities the method needs (see ``Task.capabilities``); the
+    registry uses it to say, without running anything, which tasks a method can serve.
+    ``search`` marks methods that run other runs as trials (their row carries every trial's cost).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    params: ClassVar[dict[str, Param]] = {}
+    requires: ClassVar[frozenset[str]] = frozenset()
+    search: ClassVar[bool] = False
+
+    def __init__(self, hp: Mapping[str, Any]) -> None:
+        self.hp = Hyper(hp)
+
+    def train(self, ctx: TrainContext) -> None:
+        raise NotImplementedError
+
+    @classmethod
+    def incompatibility(cls, task: type[Task], task_hp: Mapping[str, Any]) -> str | None:
+        """Why this method cannot train this task, or None when it can."""
+        missing = cls.requires - task.capabilities_for(task_hp)
+        if missing:
+            return f"{task.name} does not provide {', '.join(sorted(missing))}"
+        return None
+
+    def check_model(self, model: nn.Module) -> str | None:
+        """A last compatibility check on the built model; return a reason to refuse it."""
+        return None

@@ -1,0 +1,129 @@
+"""Declared parameters of tasks and methods.
+
+Parameters are declared beside the class that uses them (as benchopt does for solvers), so the
+registry can list them, the run spec can validate them and a search method can read their ranges
+without running anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+ParamValue = bool | int | float | str | None
+
+
+class SpecError(ValueError):
+    """A run spec, campaign or parameter that cannot be run; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared parameter: its default and, for search methods, its range.
+
+    ``low``/``high`` bound numeric values (``log`` says the range is searched on a log scale);
+    ``choices`` lists the allowed values of a categorical parameter.
+    """
+
+    default: ParamValue
+    low: float | None = None
+    high: float | None = None
+    choices: Sequence[ParamValue] | None = None
+    log: bool = False
+    help: str = ""
+
+    @property
+    def kind(self) -> str:
+        if self.choices is not None:
+            return "choice"
+        if isinstance(self.default, bool):
+            return "bool"
+        if isinstance(self.default, int) and (self.low is None or float(self.low).is_integer()):
+            return "int"
+        if isinstance(self.default, (int, float)):
+            return "float"
+        return "str"
+
+    @property
+    def searchable(self) -> bool:
+        return self.choices is not None or (self.low is not None and self.high is not None)
+
+    def coerce(self, name: str, value: Any) -> ParamValue:
+        """Convert a value (possibly a string from the command line) to the declared type."""
+        kind = self.kind
+        try:
+            if value is None:
+                return None
+            if kind == "bool":
+                if isinstance(value, str):
+                    low = value.strip().lower()
+                    if low not in {"true", "false", "1", "0", "yes", "no"}:
+                        raise ValueError(value)
+                    return low in {"true", "1", "yes"}
+                return bool(value)
+            if kind == "int":
+                if isinstance(value, float) and not value.is_integer():
+                    raise ValueError(value)
+                return int(float(value)) if isinstance(value, str) else int(value)
+            if kind == "float":
+                out = float(value)
+                if math.isnan(out):
+                    raise ValueError(value)
+                return out
+            if kind == "choice":
+                for choice in self.choices or ():
+                    if value == choice or str(value) == str(choice):
+                        return choice
+                raise SpecError(
+                    f"parameter {name!r}: {value!r} is not one of {list(self.choices or ())}"
+                )
+            return str(value)
+        except SpecError:
+            raise
+        except (TypeError, ValueError):
+            raise SpecError(f"parameter {name!r}: {value!r} is not a valid {kind}") from None
+
+    def check_range(self, name: str, value: ParamValue) -> None:
+        if value is None or self.kind not in {"int", "float"}:
+            return
+        if self.low is not None and value < self.low or self.high is not None and value > self.high:
+            raise SpecError(f"parameter {name!r}: {value} is outside [{self.low}, {self.high}]")
+
+    def describe(self) -> str:
+        if self.choices is not None:
+            rng = "{" + ", ".join(map(str, self.choices)) + "}"
+        elif self.low is not None or self.high is not None:
+            rng = f"[{self.low}, {self.high}]" + (" log" if self.log else "")
+        else:
+            rng = ""
+        return f"{self.default!r} {rng}".strip()
+
+
+def resolve_params(
+    owner: str,
+    declared: Mapping[str, Param],
+    *layers: Mapping[str, Any] | None,
+) -> dict[str, ParamValue]:
+    """Merge defaults with override layers (later wins), rejecting unknown names and bad values."""
+    out: dict[str, ParamValue] = {name: p.default for name, p in declared.items()}
+    for layer in layers:
+        for name, value in (layer or {}).items():
+            if name not in declared:
+                allowed = ", ".join(sorted(declared)) or "none"
+                raise SpecError(f"{owner} has no parameter {name!r}; allowed: {allowed}")
+            out[name] = declared[name].coerce(name, value)
+    for name, value in out.items():
+        declared[name].check_range(name, value)
+    return out
+
+
+def parse_assignments(items: Sequence[str] | None) -> dict[str, str]:
+    """Parse ``key=value`` strings from the command line."""
+    out: dict[str, str] = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise SpecError(f"expected key=value, got {item!r}")
+        out[key.strip()] = value.strip()
+    return out

@@ -1,0 +1,47 @@
+"""Phase accounting: wall time and energy per window (setup | train | eval).
+
+The clock reads the meter only when the phase changes, so training steps pay nothing. Evaluation
+interleaved with training is its own window and never charged to training.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+from joulebench.harness.meters import DEVICES, Reading
+
+PHASES = ("setup", "train", "eval")
+
+
+class PhaseClock:
+    def __init__(self, meter, sync: Callable[[], None] | None = None) -> None:
+        self.meter = meter
+        self.sync = sync or (lambda: None)
+        self.seconds = {p: 0.0 for p in PHASES}
+        self.joules: dict[str, dict[str, float | None]] = {p: {d: None for d in DEVICES} for p in PHASES}
+        self.sources: dict[str, str] = {}
+        self.current: str | None = None
+        self._last: Reading | None = None
+        self.started = time.perf_counter()
+
+    def switch(self, phase: str | None) -> None:
+        """End the current window and open ``phase`` (None closes the clock)."""
+        self.sync()
+        reading = self.meter.read() if self.meter is not None else Reading(time.perf_counter())
+        if self.current is not None and self._last is not None:
+            self.seconds[self.current] += reading.t - self._last.t
+            for dev, value in reading.minus(self._last).items():
+                if value is not None:
+                    prev = self.joules[self.current][dev]
+                    self.joules[self.current][dev] = value + (prev or 0.0)
+        self.sources.update(reading.sources)
+        self.current, self._last = phase, reading
+
+    def total_j(self, phase: str) -> float | None:
+        values = [v for v in self.joules[phase].values() if v is not None]
+        return sum(values) if values else None
+
+    def train_so_far(self) -> tuple[float, float | None]:
+        """Training seconds and joules up to now; call while the train window is closed."""
+        return self.seconds["train"], self.total_j("train")

@@ -1,0 +1,235 @@
+"""Execute one resolved run in this process: seed, set up, train, evaluate, measure, store.
+
+The runner owns everything a method must not: phases, energy, budgets, NaN detection, evaluation,
+and the result row. Isolation from crashes is the worker's job (``harness.worker``).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import traceback
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+
+from joulebench.harness import carbon
+from joulebench.harness.context import Diverged, DistInfo, TrainContext, evaluate_model
+from joulebench.harness.phases import PhaseClock
+from joulebench.harness.provenance import provenance
+from joulebench.harness.registry import registry
+from joulebench.harness.spec import ResolvedSpec, RunSpec, resolve
+from joulebench.harness.store import Store
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def now_utc() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+def base_row(spec: ResolvedSpec, started: datetime) -> dict[str, Any]:
+    """Identity and provenance columns, known before anything runs (used for failure rows too)."""
+    task_cls = registry().task(spec.task)
+    row: dict[str, Any] = {
+        "run_key": spec.run_key, "parent_key": spec.parent_key, "campaign": spec.campaign,
+        "task": spec.task, "method": spec.method, "model": str(spec.task_params.get("model", spec.task)),
+        "preset": spec.preset, "seed": spec.seed,
+        "task_params": json.dumps(spec.task_params, sort_keys=True),
+        "method_params": json.dumps(spec.method_params, sort_keys=True),
+        "spec_json": spec.canonical(),
+        "budget_steps": spec.budget.steps, "budget_epochs": spec.budget.epochs,
+        "budget_seconds": spec.budget.seconds,
+        "primary_metric": task_cls.primary_metric, "higher_is_better": task_cls.higher_is_better(),
+        "target": task_cls.presets[spec.preset].target,
+        "device": spec.device, "world_size": spec.world_size,
+        "started_at": started, **provenance(spec.device),
+    }
+    for name, value in {**spec.task_params, **spec.method_params}.items():
+        if value is not None:
+            row[f"p_{name}"] = value
+    return row
+
+
+def failure_row(spec: ResolvedSpec, status: str, error: str, started: datetime,
+                wall_s: float | None = None) -> dict[str, Any]:
+    """A row for a run that died outside the runner (crashed or killed worker, timeout)."""
+    return {**base_row(spec, started), "status": status, "error": error, "wall_s": wall_s,
+            "finished_at": now_utc()}
+
+
+class Runner:
+    """Runs specs in this process against one store, with one meter started once."""
+
+    def __init__(self, store: Store, meter=None, dist: DistInfo | None = None,
+                 region: str | None = None, store_rows: bool = True,
+                 progress: Callable[[int, int | None], None] | None = None) -> None:
+        self.store = store
+        self.progress = progress
+        self.meter = meter
+        self.dist = dist or DistInfo()
+        self.intensity = carbon.intensity(region)
+        self.store_rows = store_rows
+
+    def run(self, spec: ResolvedSpec) -> dict[str, Any]:
+        started = now_utc()
+        t0 = time.perf_counter()
+        device = torch.device(spec.device if spec.device == "cpu" else f"cuda:{self.dist.local_rank}")
+        sync = torch.cuda.synchronize if device.type == "cuda" else None
+        clock = PhaseClock(self.meter, sync)
+        reset_peak_memory(device)
+        row = base_row(spec, started)
+        ctx: TrainContext | None = None
+        status, error, tb = "ok", None, None
+        clock.switch("setup")
+        try:
+            ctx = self._setup(spec, device, clock)
+            row["model"] = ctx.task.model_name()
+            row["n_params"] = sum(p.numel() for p in ctx.model.parameters())
+            clock.switch("train")
+            method = registry().method(spec.method)(ctx.hp)
+            refusal = method.check_model(ctx.model)
+            if refusal:
+                raise RuntimeError(f"method {spec.method!r} refuses this model: {refusal}")
+            method.train(ctx)
+            clock.switch("eval")
+            row.update(self._final_metrics(ctx))
+        except Diverged as exc:
+            status, error = "diverged", str(exc)
+        except Exception as exc:  # any failure of task or method is stored, never lost
+            status, error = "failed", f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+            tb = traceback.format_exc()
+        clock.switch(None)
+        row.update(self._costs(spec, clock, ctx, time.perf_counter() - t0, device))
+        row.update(status=status, error=error, traceback=tb, finished_at=now_utc())
+        if self.store_rows and self.dist.is_main:
+            curves = [{"run_key": spec.run_key, "task": spec.task, "method": spec.method,
+                       "run_started_at": started, **c} for c in (ctx.curves if ctx else [])]
+            self.store.write_run(row, curves)
+        return row
+
+    def _setup(self, spec: ResolvedSpec, device: torch.device, clock: PhaseClock) -> TrainContext:
+        reg = registry()
+        seed_everything(spec.seed)
+        task = reg.task(spec.task)(spec.task_params, spec.preset, spec.seed, device,
+                                   self.dist.rank, spec.world_size)
+        task.setup()
+        seed_everything(spec.seed)  # the model's init must not depend on how much data set-up drew
+        model = task.build_model().to(device)
+        ctx = TrainContext(spec=spec, task=task, model=model, hp=_hyper(spec.method_params),
+                           device=device, clock=clock, dist=self.dist, progress=self.progress)
+        ctx.run_child = lambda **overrides: self._run_child(spec, **overrides)
+        return ctx
+
+    def _final_metrics(self, ctx: TrainContext) -> dict[str, Any]:
+        task_cls = type(ctx.task)
+        val = evaluate_model(ctx.task, ctx.model, "val")
+        test = evaluate_model(ctx.task, ctx.model, "test")
+        if not ctx.curves or ctx.curves[-1]["step"] != ctx.steps:
+            train_s, train_j = ctx.clock.seconds["train"], ctx.clock.total_j("train")
+            ctx.curves.append({"split": "val", "step": ctx.steps, "epoch": ctx.epoch,
+                               "samples": ctx.samples, "train_s": train_s,
+                               "train_energy_j": train_j, "metrics_json": val})
+            ctx._check_target(val, train_s, train_j)
+        primary = test.get(task_cls.primary_metric)
+        out: dict[str, Any] = {
+            "primary_value": primary,
+            "metrics_json": json.dumps({"test": test, "val": val}, sort_keys=True),
+        }
+        out.update({f"metric_{k}": v for k, v in test.items()})
+        out.update({f"val_{k}": v for k, v in val.items()})
+        return out
+
+    def _costs(self, spec: ResolvedSpec, clock: PhaseClock, ctx: TrainContext | None,
+               wall_s: float, device: torch.device) -> dict[str, Any]:
+        train = clock.joules["train"]
+        sources = clock.sources
+        estimated = any(s.startswith("estimate") for s in sources.values()) if sources else None
+        total = [clock.total_j(p) for p in ("setup", "train", "eval")]
+        total_j = sum(v for v in total if v is not None) if any(v is not None for v in total) else None
+        g = self.intensity.g_per_kwh
+        out: dict[str, Any] = {
+            "wall_s": wall_s, "setup_s": clock.seconds["setup"], "train_s": clock.seconds["train"],
+            "eval_s": clock.seconds["eval"],
+            "setup_energy_j": clock.total_j("setup"), "train_energy_j": clock.total_j("train"),
+            "eval_energy_j": clock.total_j("eval"), "total_energy_j": total_j,
+            "train_energy_cpu_j": train.get("cpu"), "train_energy_gpu_j": train.get("gpu"),
+            "train_energy_dram_j": train.get("dram"),
+            "energy_cpu_source": sources.get("cpu"), "energy_gpu_source": sources.get("gpu"),
+            "energy_dram_source": sources.get("dram"),
+            "energy_source": summarize_sources(sources), "energy_estimated": estimated,
+            "energy_notes": "; ".join(getattr(self.meter, "notes", []) or []) or None,
+            "co2_g": carbon.co2_grams(clock.total_j("train"), g),
+            "co2_total_g": carbon.co2_grams(total_j, g),
+            "carbon_intensity_g_per_kwh": g, "carbon_region": self.intensity.region,
+            "carbon_source": self.intensity.source,
+            "nodes": 1, "device_hours": spec.world_size * wall_s / 3600.0,
+        }
+        peak, source = peak_memory(device)
+        out.update(peak_mem_bytes=peak, peak_mem_source=source)
+        if ctx is not None:
+            batch = ctx.task.batch_size
+            out.update(samples=ctx.samples, gradient_updates=ctx.gradient_updates, steps=ctx.steps,
+                       epochs=ctx.epoch, local_batch=batch, global_batch=batch * spec.world_size,
+                       n_trainable_params=sum(p.numel() for p in ctx.model.parameters() if p.requires_grad))
+            if ctx.target_hit:
+                out.update(reached_target=True, time_to_target_s=ctx.target_hit[0],
+                           energy_to_target_j=ctx.target_hit[1])
+            elif type(ctx.task).presets[spec.preset].target is not None:
+                out["reached_target"] = False
+            if ctx.stats:
+                out["extra_json"] = json.dumps(ctx.stats, sort_keys=True, default=str)
+                out.update({f"x_{k}": v for k, v in ctx.stats.items()
+                            if isinstance(v, (int, float, str, bool))})
+        return out
+
+    def _run_child(self, parent: ResolvedSpec, **overrides: Any) -> dict[str, Any]:
+        base = {"task": parent.task, "method": parent.method, "preset": parent.preset,
+                "task_params": parent.task_params, "seed": parent.seed, "device": parent.device,
+                "campaign": parent.campaign, "parent_key": parent.run_key}
+        child = resolve(RunSpec.parse({**base, **overrides}))
+        return self.run(child)
+
+
+def _hyper(values: dict[str, Any]):
+    from joulebench.harness.task import Hyper
+
+    return Hyper(values)
+
+
+def summarize_sources(sources: dict[str, str]) -> str | None:
+    """One label per row, e.g. ``estimate:codecarbon`` or ``rapl+nvml``; an estimate is never hidden."""
+    if not sources:
+        return None
+    kinds = sorted({s.split("/")[0].split(",")[0] for s in sources.values()})
+    return "+".join(kinds)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        return
+    try:  # Linux ≥ 4.0: writing 5 resets the peak resident set size (VmHWM) of this process
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        pass
+
+
+def peak_memory(device: torch.device) -> tuple[int | None, str | None]:
+    if device.type == "cuda":
+        return int(torch.cuda.max_memory_allocated(device)), "torch.cuda.max_memory_allocated"
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024, "VmHWM (process peak RSS)"
+    except OSError:
+        pass
+    return None, None

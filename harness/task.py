@@ -1,0 +1,116 @@
+"""The Task contract: a workload owns its data, model, loss, evaluation and targets.
+
+As in MLCommons AlgoPerf, the task fixes everything a method must not change, so that two methods
+on the same task and preset are compared on equal terms. A method never sees data loading code.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from joulebench.harness.params import Param
+
+Batch = dict[str, Any]
+"""A batch is a dict of tensors; training batches carry ``index`` (sample ids) beside the inputs."""
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A named scale of a task.
+
+    ``tiny`` runs in seconds on one CPU core (tests), ``small`` in minutes on a CPU (the demo),
+    ``full`` is the published setup on real data. ``target`` is the validation value of the
+    primary metric that counts as "reached" for time- and energy-to-target.
+    ``method_defaults`` holds per-method parameter defaults that differ per task (learning rates
+    of forward-gradient methods differ from backprop's by orders of magnitude).
+    """
+
+    params: Mapping[str, Any] = field(default_factory=dict)
+    budget: Mapping[str, float] = field(default_factory=lambda: {"epochs": 1})
+    target: float | None = None
+    eval_every: int | None = None
+    timeout_s: float = 600.0
+    method_defaults: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    description: str = ""
+
+
+class Hyper(dict):
+    """Resolved parameter values, readable as ``hp.lr`` or ``hp["lr"]``."""
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+
+class Task:
+    """Base class of every task. Subclasses set the class attributes and implement the methods.
+
+    Lifecycle inside one run (the runner owns timing and energy of each phase):
+    ``setup()`` (setup window) → ``build_model()`` → training through the method, which calls
+    ``loss()`` on batches from ``train_loader()`` → ``evaluate()`` on "val" and "test" (eval window).
+    """
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    params: ClassVar[dict[str, Param]] = {}
+    presets: ClassVar[dict[str, Preset]] = {}
+    metrics: ClassVar[dict[str, bool]] = {}
+    """metric name → True when higher is better."""
+    primary_metric: ClassVar[str] = ""
+    capabilities: ClassVar[frozenset[str]] = frozenset()
+    """What methods may rely on, e.g. "sample_index", "classification", "sequential_blocks"."""
+
+    def __init__(self, hp: Mapping[str, Any], preset: str, seed: int, device: torch.device,
+                 rank: int = 0, world_size: int = 1) -> None:
+        self.hp = Hyper(hp)
+        self.preset = preset
+        self.seed = seed
+        self.device = device
+        self.rank = rank
+        self.world_size = world_size
+
+    # -- to implement -------------------------------------------------------------------------
+    def setup(self) -> None:
+        """Load or generate the data; never downloads. Raise FileNotFoundError naming what to put where."""
+
+    def train_dataset(self) -> Dataset:
+        raise NotImplementedError
+
+    def build_model(self) -> nn.Module:
+        raise NotImplementedError
+
+    def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        raise NotImplementedError
+
+    def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
+        """Quality metrics on "val" or "test"; the runner has already put the model in eval mode."""
+        raise NotImplementedError
+
+    # -- defaults a task may override ---------------------------------------------------------
+    def model_name(self) -> str:
+        return str(self.hp.get("model", self.name))
+
+    @property
+    def batch_size(self) -> int:
+        return int(self.hp.get("batch_size", 32))
+
+    def train_loader(self, sampler: Any = None, generator: torch.Generator | None = None) -> DataLoader:
+        data = self.train_dataset()
+        return DataLoader(data, batch_size=self.batch_size, shuffle=sampler is None,
+                          sampler=sampler, generator=generator, drop_last=len(data) > self.batch_size)
+
+    @classmethod
+    def capabilities_for(cls, hp: Mapping[str, Any]) -> frozenset[str]:
+        """Capabilities can depend on parameters (a model choice, say); default: the class's."""
+        return cls.capabilities
+
+    @classmethod
+    def higher_is_better(cls, metric: str | None = None) -> bool:
+        return cls.metrics.get(metric or cls.primary_metric, False)

@@ -1,0 +1,141 @@
+"""Worker processes: each run executes in a worker, so a crash or ``os._exit`` kills only that run.
+
+A worker is started once (paying for torch's import and the energy tracker's start-up) and then
+runs spec after spec. If it dies or overruns the run's timeout, the driver writes the run's row
+with status ``crashed`` or ``timeout`` and starts a fresh worker for the next run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from joulebench.harness.runner import failure_row, now_utc
+from joulebench.harness.spec import ResolvedSpec
+from joulebench.harness.store import Store
+
+SUMMARY_KEYS = ("run_key", "task", "method", "preset", "seed", "status", "error", "primary_metric",
+                "primary_value", "wall_s", "train_s", "train_energy_j", "energy_source",
+                "energy_estimated", "co2_g", "samples", "gradient_updates")
+
+
+def summary(row: dict[str, Any]) -> dict[str, Any]:
+    return {k: row.get(k) for k in SUMMARY_KEYS}
+
+
+def _worker_main(conn, results: str, plugins: list[str], region: str | None) -> None:
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    from joulebench.harness.meters import default_meter
+    from joulebench.harness.registry import registry
+    from joulebench.harness.runner import Runner
+
+    registry(plugins)
+    meters: dict[str, Any] = {}
+    store = Store(Path(results))
+    while True:
+        try:
+            message = conn.recv()
+        except (EOFError, KeyboardInterrupt):
+            return
+        if message is None:
+            for meter in meters.values():
+                meter.close()
+            return
+        spec = ResolvedSpec.model_validate_json(message)
+        try:
+            if spec.device not in meters:
+                meters[spec.device] = default_meter(spec.device, region)
+            def progress(done: int, planned: int | None) -> None:
+                conn.send(("progress", done, planned))
+
+            row = Runner(store, meters[spec.device], region=region, progress=progress).run(spec)
+            conn.send(("done", summary(row)))
+        except Exception as exc:  # the runner stores failures itself; this is its own breakage
+            conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+
+
+class Worker:
+    """One isolated worker process and the pipe to it."""
+
+    def __init__(self, results: Path, plugins: list[str] | None = None, region: str | None = None) -> None:
+        self.results = Path(results)
+        self.plugins = list(plugins or [])
+        self.region = region
+        self._proc: mp.process.BaseProcess | None = None
+        self._conn = None
+
+    def _ensure(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            return
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_worker_main, name="joulebench-worker", daemon=True,
+                                 args=(child, str(self.results), self.plugins, self.region))
+        self._proc.start()
+        child.close()
+        self._conn = parent
+
+    def run(self, spec: ResolvedSpec,
+            on_progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
+        """Run one spec; always returns a summary, and a row is stored whatever happened."""
+        self._ensure()
+        started, t0 = now_utc(), time.perf_counter()
+        self._conn.send(spec.model_dump_json())
+        deadline = t0 + spec.timeout_s + 30.0  # the worker's own start-up is not the run's fault
+        while True:
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                self.kill()
+                return self._store_failure(spec, "timeout",
+                                           f"run exceeded its timeout of {spec.timeout_s:.0f} s and was killed",
+                                           started, t0)
+            try:
+                if self._conn.poll(min(remaining, 1.0)):
+                    kind, *payload = self._conn.recv()
+                    if kind == "progress":
+                        if on_progress:
+                            on_progress(*payload)
+                        continue
+                    if kind == "done":
+                        return payload[0]
+                    return self._store_failure(spec, "crashed", f"harness error: {payload[0]}", started, t0)
+            except (EOFError, OSError):
+                pass
+            if not self._proc.is_alive():
+                code = self._proc.exitcode
+                self._proc = None
+                return self._store_failure(spec, "crashed",
+                                           f"worker process died with exit code {code} during the run",
+                                           started, t0)
+
+    def _store_failure(self, spec: ResolvedSpec, status: str, error: str, started, t0: float) -> dict:
+        row = failure_row(spec, status, error, started, time.perf_counter() - t0)
+        Store(self.results).write_run(row)
+        return summary(row)
+
+    def kill(self) -> None:
+        if self._proc is not None:
+            self._proc.kill()
+            self._proc.join(5)
+            self._proc = None
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            try:
+                self._conn.send(None)
+                self._proc.join(10)
+            except (OSError, BrokenPipeError):
+                pass
+            if self._proc.is_alive():
+                self._proc.kill()
+        self._proc = None
+
+    def __enter__(self) -> Worker:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

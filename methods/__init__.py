@@ -1,0 +1,1 @@
+"""Training methods; each module registers one method with ``@register_method``."""

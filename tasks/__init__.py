@@ -1,0 +1,1 @@
+"""Tasks; each module or package registers its task with ``@register_task``."""

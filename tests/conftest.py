@@ -1,0 +1,24 @@
+"""Shared fixtures: a fresh result store per test and the path of the real data, when present."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+os.environ.setdefault("TQDM_DISABLE", "1")
+
+
+@pytest.fixture
+def results(tmp_path: Path) -> Path:
+    return tmp_path / "results"
+
+
+def shared_file(name: str) -> Path:
+    """A real data file from ../shared/data, or a skip that says why it is missing."""
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"real data {name} not found at {path} (only developers and CI have ../shared)")
+    return path
