@@ -66,6 +66,7 @@ class TrainContext:
     """Called at most twice a second with (steps done, planned steps) to drive a progress bar."""
     _loader: Any = None
     _last_progress: float = 0.0
+    _budget: tuple | None = None
     _steps_per_epoch: int | None = None
 
     # -- data and loss ------------------------------------------------------------------------
@@ -113,20 +114,25 @@ class TrainContext:
         return DistributedDataParallel(model, device_ids=ids)
 
     def to_device(self, batch: Batch) -> Batch:
+        if self.device.type == "cpu":
+            return batch  # loaders yield CPU tensors: nothing to move
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
                 for k, v in batch.items()}
 
     # -- budget -------------------------------------------------------------------------------
     @property
     def exhausted(self) -> bool:
-        b = self.spec.budget
-        if b.steps is not None and self.steps >= b.steps:
-            return True
-        if b.epochs is not None and self.epoch >= b.epochs - 1e-9:
-            return True
-        if b.seconds is not None and self.train_seconds() >= b.seconds:
-            return True
-        return False
+        steps, epochs, seconds = self._limits
+        return (steps is not None and self.steps >= steps
+                or epochs is not None and self.epoch >= epochs - 1e-9
+                or seconds is not None and self.train_seconds() >= seconds)
+
+    @property
+    def _limits(self) -> tuple[int | None, float | None, float | None]:
+        if self._budget is None:
+            b = self.spec.budget
+            self._budget = (b.steps, b.epochs, b.seconds)
+        return self._budget
 
     def train_seconds(self) -> float:
         done = self.clock.seconds["train"]
@@ -161,7 +167,7 @@ class TrainContext:
             samples = _batch_len(batch)
         self.samples += samples or 0
         if loss is not None:
-            value = float(loss.detach()) if torch.is_tensor(loss) else float(loss)
+            value = loss.item() if torch.is_tensor(loss) else float(loss)
             self.last_loss = value
             if not math.isfinite(value):
                 raise Diverged(f"loss became {value} at step {self.steps}")

@@ -198,7 +198,7 @@ class CodeCarbonEstimate:
             raise MeterUnavailable("codecarbon is not installed") from None
         logging.getLogger("codecarbon").setLevel(logging.ERROR)
         self._tracker = OfflineEmissionsTracker(
-            country_iso_code=self.country, measure_power_secs=3600, save_to_file=False,
+            country_iso_code=self.country, measure_power_secs=3600, output_methods=[],
             log_level="error", tracking_mode="process", gpu_ids=[],
         )
         self._tracker.start()

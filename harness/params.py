@@ -63,9 +63,10 @@ class Param:
                     return low in {"true", "1", "yes"}
                 return bool(value)
             if kind == "int":
-                if isinstance(value, float) and not value.is_integer():
+                number = float(value) if isinstance(value, str) else value
+                if isinstance(number, float) and not number.is_integer():
                     raise ValueError(value)
-                return int(float(value)) if isinstance(value, str) else int(value)
+                return int(number)
             if kind == "float":
                 out = float(value)
                 if math.isnan(out):

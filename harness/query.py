@@ -54,7 +54,7 @@ def query_runs(root: Path, where: list[str], columns: str | None = None, limit: 
         sql += " ORDER BY finished_at DESC"
     if limit:
         sql += f" LIMIT {int(limit)}"
-    frame = con.execute(sql, values).df()
+    frame = store.execute(sql, values, con=con).df()
     for path, why in store.bad_files:
         import sys
 

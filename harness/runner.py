@@ -99,7 +99,10 @@ class Runner:
             refusal = method.check_model(ctx.model)
             if refusal:
                 raise RuntimeError(f"method {spec.method!r} refuses this model: {refusal}")
-            method.train(ctx)
+            if any(p.requires_grad for p in ctx.model.parameters()):
+                method.train(ctx)
+            else:  # a fixed forecaster (seasonal-naive, a profile): nothing to train, evaluate as is
+                ctx.record(training_skipped="no trainable parameters")
             clock.switch("eval")
             row.update(self._final_metrics(ctx))
         except Diverged as exc:

@@ -70,6 +70,8 @@ def _safe_segment(value: str) -> str:
 class Store:
     root: Path
     bad_files: list[tuple[Path, str]] = field(default_factory=list)
+    deep_check: bool = False
+    """Read every file whole before using it (set after a query met damaged data)."""
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
@@ -110,8 +112,22 @@ class Store:
         """Run keys already stored with one of ``statuses`` (failures are never cached as done)."""
         con = self.connect()
         marks = ",".join("?" for _ in statuses)
-        rows = con.execute(f"SELECT run_key FROM runs WHERE status IN ({marks})", list(statuses)).fetchall()
+        rows = self.execute(f"SELECT run_key FROM runs WHERE status IN ({marks})", list(statuses),
+                            con=con).fetchall()
         return {r[0] for r in rows}
+
+    def execute(self, sql: str, params: list | None = None,
+                con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+        """Run a query over the views; if a file turns out damaged inside, skip it and retry once."""
+        con = con or self.connect()
+        try:
+            return con.execute(sql, params or [])
+        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.Error) as exc:
+            if isinstance(exc, (duckdb.BinderException, duckdb.ParserException,
+                                duckdb.CatalogException, duckdb.ConversionException)):
+                raise
+            self.deep_check = True
+            return self.connect(con).execute(sql, params or [])
 
     def connect(self, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
         """A DuckDB connection with views ``runs``, ``curves`` and ``leaderboard``."""
@@ -137,6 +153,8 @@ class Store:
         if not files:
             return files
         try:
+            if self.deep_check:
+                raise duckdb.Error("deep check requested")
             duckdb.connect().execute("SELECT count(*) FROM read_parquet(?, union_by_name=true)",
                                      [[str(f) for f in files]]).fetchone()
             return files
@@ -168,15 +186,15 @@ class Store:
             order = "finished_at" if name == "runs" else "run_started_at"
             part = con.execute(
                 "SELECT * FROM read_parquet(?, union_by_name=true)", [[str(f) for f in files]]
-            ).fetch_arrow_table()
+            ).to_arrow_table()
             if name == "runs":
                 con.register("part", part)
                 part = con.execute(f"""SELECT * FROM part QUALIFY row_number()
-                    OVER (PARTITION BY run_key ORDER BY {order} DESC) = 1""").fetch_arrow_table()
+                    OVER (PARTITION BY run_key ORDER BY {order} DESC) = 1""").to_arrow_table()
             else:
                 con.register("part", part)
                 part = con.execute(f"""SELECT * FROM part QUALIFY dense_rank()
-                    OVER (PARTITION BY run_key ORDER BY {order} DESC) = 1""").fetch_arrow_table()
+                    OVER (PARTITION BY run_key ORDER BY {order} DESC) = 1""").to_arrow_table()
             write_atomic(part, self.root / name / "compacted" / f"part-{uuid.uuid4().hex[:12]}.parquet")
             for path in files:
                 path.unlink(missing_ok=True)

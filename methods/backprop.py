@@ -28,5 +28,6 @@ class Backprop(Method):
             if self.hp.clip_norm > 0:
                 torch.nn.utils.clip_grad_norm_(model.parameters(), self.hp.clip_norm)
             opt.step()
-            schedule.step()
+            if schedule:
+                schedule.step()
             ctx.step(loss, batch)

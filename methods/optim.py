@@ -29,9 +29,14 @@ def make_optimizer(params: Iterable[torch.nn.Parameter], hp: Mapping) -> torch.o
 
 
 def make_schedule(opt: torch.optim.Optimizer, hp: Mapping, total_steps: int | None,
-                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Per-step multiplier: linear warm-up, then constant, cosine to zero, or halving each epoch."""
+                  steps_per_epoch: int) -> torch.optim.lr_scheduler.LambdaLR | None:
+    """Per-step multiplier: linear warm-up, then constant, cosine to zero, or halving each epoch.
+
+    None for a constant rate without warm-up: no scheduler work on every step.
+    """
     warmup, kind = int(hp["warmup_steps"]), hp["schedule"]
+    if kind == "constant" and warmup == 0:
+        return None
     if kind == "cosine" and not total_steps:
         raise ValueError("schedule 'cosine' needs a step or epoch budget to know its length")
 
