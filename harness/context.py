@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -61,7 +62,10 @@ class TrainContext:
     curves: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     target_hit: tuple[float, float | None] | None = None
+    adopted: dict[str, Any] | None = None
+    """A search method's chosen trial row; its metrics become this run's result."""
     last_loss: float | None = None
+    work_root: Path = Path("results") / "work"
     progress: Callable[[int, int | None], None] | None = None
     """Called at most twice a second with (steps done, planned steps) to drive a progress bar."""
     _loader: Any = None
@@ -179,6 +183,33 @@ class TrainContext:
             if now - self._last_progress > 0.5:
                 self._last_progress = now
                 self.progress(self.steps, self.planned_steps)
+
+    def count(self, samples: int = 0, updates: int = 0, steps: int = 1) -> None:
+        """Count work done elsewhere (a search's trials) without a loss check or evaluation."""
+        self.steps += steps
+        self.samples += samples
+        self.gradient_updates += updates
+
+    @property
+    def work_dir(self) -> Path:
+        """A directory that belongs to this run_key and survives a crash (search checkpoints)."""
+        path = self.work_root / self.spec.run_key
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def adopt(self, row: dict[str, Any]) -> None:
+        """Make a trial's result (a row from ``run_child``) the result of this search run."""
+        if row.get("status") != "ok":
+            raise ValueError(f"cannot adopt trial {row.get('run_key')}: status {row.get('status')}")
+        self.adopted = row
+
+    def log_point(self, metrics: dict[str, float], split: str = "val") -> None:
+        """A curve point at the current training cost (search methods: best-so-far per trial)."""
+        train_s, train_j = self.clock.peek("train")
+        self.curves.append({"split": split, "step": self.steps, "epoch": self.epoch,
+                            "samples": self.samples, "train_s": train_s, "train_energy_j": train_j,
+                            "metrics_json": metrics})
+        self._check_target(metrics, train_s, train_j)
 
     def record(self, **stats: Any) -> None:
         """Method statistics for the result row (stored as ``x_<name>`` columns)."""

@@ -31,6 +31,9 @@ class Method:
     params: ClassVar[dict[str, Param]] = {}
     requires: ClassVar[frozenset[str]] = frozenset()
     search: ClassVar[bool] = False
+    fits_fixed_models: ClassVar[bool] = False
+    """True when ``train`` also has work on a model without trainable parameters (calibrating a
+    classical algorithm's settings on the training data); otherwise the runner skips training."""
 
     def __init__(self, hp: Mapping[str, Any]) -> None:
         self.hp = Hyper(hp)
@@ -45,6 +48,11 @@ class Method:
         if missing:
             return f"{task.name} does not provide {', '.join(sorted(missing))}"
         return None
+
+    @classmethod
+    def timeout_factor(cls, hp: Mapping[str, Any]) -> float:
+        """How many preset-sized runs this method's run may take (a search: its trials)."""
+        return 1.0
 
     def check_model(self, model: nn.Module) -> str | None:
         """A last compatibility check on the built model; return a reason to refuse it."""

@@ -42,6 +42,17 @@ class PhaseClock:
         values = [v for v in self.joules[phase].values() if v is not None]
         return sum(values) if values else None
 
+    def peek(self, phase: str) -> tuple[float, float | None]:
+        """Seconds and joules of ``phase`` so far, including the open window, without switching."""
+        seconds, joules = self.seconds[phase], self.total_j(phase)
+        if self.current == phase and self._last is not None:
+            reading = self.meter.read() if self.meter is not None else Reading(time.perf_counter())
+            seconds += reading.t - self._last.t
+            extra = [v for v in reading.minus(self._last).values() if v is not None]
+            if extra:
+                joules = (joules or 0.0) + sum(extra)
+        return seconds, joules
+
     def train_so_far(self) -> tuple[float, float | None]:
         """Training seconds and joules up to now; call while the train window is closed."""
         return self.seconds["train"], self.total_j("train")

@@ -99,12 +99,12 @@ class Runner:
             refusal = method.check_model(ctx.model)
             if refusal:
                 raise RuntimeError(f"method {spec.method!r} refuses this model: {refusal}")
-            if any(p.requires_grad for p in ctx.model.parameters()):
+            if any(p.requires_grad for p in ctx.model.parameters()) or method.fits_fixed_models or method.search:
                 method.train(ctx)
             else:  # a fixed forecaster (seasonal-naive, a profile): nothing to train, evaluate as is
                 ctx.record(training_skipped="no trainable parameters")
             clock.switch("eval")
-            row.update(self._final_metrics(ctx))
+            row.update(adopted_metrics(ctx.adopted) if ctx.adopted else self._final_metrics(ctx))
         except Diverged as exc:
             status, error = "diverged", str(exc)
         except Exception as exc:  # any failure of task or method is stored, never lost
@@ -128,7 +128,8 @@ class Runner:
         seed_everything(spec.seed)  # the model's init must not depend on how much data set-up drew
         model = task.build_model().to(device)
         ctx = TrainContext(spec=spec, task=task, model=model, hp=_hyper(spec.method_params),
-                           device=device, clock=clock, dist=self.dist, progress=self.progress)
+                           device=device, clock=clock, dist=self.dist, progress=self.progress,
+                           work_root=self.store.root / "work")
         ctx.run_child = lambda **overrides: self._run_child(spec, **overrides)
         return ctx
 
@@ -199,7 +200,18 @@ class Runner:
                 "task_params": parent.task_params, "seed": parent.seed, "device": parent.device,
                 "campaign": parent.campaign, "parent_key": parent.run_key}
         child = resolve(RunSpec.parse({**base, **overrides}))
-        return self.run(child)
+        # a trial is a single-process run of its own, whichever rank of a search runs it
+        runner = Runner(self.store, self.meter, region=self.intensity.region, store_rows=self.store_rows)
+        return runner.run(child)
+
+
+def adopted_metrics(row: dict[str, Any]) -> dict[str, Any]:
+    """A search's result is its best trial: its stored metrics become the search's."""
+    metrics = json.loads(row["metrics_json"])
+    out: dict[str, Any] = {"primary_value": row["primary_value"], "metrics_json": row["metrics_json"]}
+    out.update({f"metric_{k}": v for k, v in metrics.get("test", {}).items()})
+    out.update({f"val_{k}": v for k, v in metrics.get("val", {}).items()})
+    return out
 
 
 def _hyper(values: dict[str, Any]):

@@ -135,6 +135,7 @@ def resolve(spec: RunSpec) -> ResolvedSpec:
         task_params=task_hp, method_params=method_hp, seed=spec.seed, budget=budget,
         device=device, world_size=spec.world_size, campaign=spec.campaign,
         eval_every=spec.eval_every or preset.eval_every,
-        timeout_s=spec.timeout_s or preset.timeout_s, parent_key=spec.parent_key,
+        timeout_s=spec.timeout_s or preset.timeout_s * method_cls.timeout_factor(method_hp),
+        parent_key=spec.parent_key,
         source_hash=reg.source_hash(spec.task, spec.method),
     )
