@@ -26,18 +26,23 @@ from joulebench.harness.params import Param, SpecError
 from joulebench.harness.task import Task
 
 T = TypeVar("T", bound=type)
-_pending: list[type] = []
-"""Classes decorated while a module imports; the registry collects them after the import."""
+_declared: list[type] = []
+"""Every decorated class, in import order; a registry collects those of the modules it loads."""
 
 
 def register_task(cls: type[Task]) -> type[Task]:
-    _pending.append(cls)
+    _declared.append(cls)
     return cls
 
 
 def register_method(cls: type[Method]) -> type[Method]:
-    _pending.append(cls)
+    _declared.append(cls)
     return cls
+
+
+def _declared_in(module_name: str) -> list[type]:
+    prefix = module_name + "."
+    return [c for c in _declared if c.__module__ == module_name or c.__module__.startswith(prefix)]
 
 
 @dataclass
@@ -74,14 +79,12 @@ class Registry:
 
     # -- loading ------------------------------------------------------------------------------
     def load_module(self, module_name: str, origin: str | None = None) -> list[type]:
-        _pending.clear()
         try:
             importlib.import_module(module_name)
         except Exception as exc:  # a broken plugin must not take the others down
             self.errors[origin or module_name] = _one_line(exc)
-            _pending.clear()
             return []
-        return self._collect(origin or module_name)
+        return self._collect(origin or module_name, _declared_in(module_name))
 
     def load_file(self, path: str | Path) -> list[type]:
         """Load a single-file plugin (``--plugin FILE.py``); returns the classes it registered."""
@@ -90,7 +93,6 @@ class Registry:
         if not path.is_file():
             raise SpecError(f"plugin file {path} does not exist")
         mod_name = "joulebench_plugin_" + hashlib.sha1(origin.encode()).hexdigest()[:10]
-        _pending.clear()
         try:
             spec = importlib.util.spec_from_file_location(mod_name, path)
             assert spec and spec.loader
@@ -99,30 +101,30 @@ class Registry:
             spec.loader.exec_module(module)
         except Exception as exc:
             self.errors[origin] = _one_line(exc)
-            _pending.clear()
             return []
-        found = self._collect(origin)
+        found = self._collect(origin, _declared_in(mod_name))
         if not found and origin not in self.errors:
             self.errors[origin] = "registers nothing: decorate a Task or Method subclass"
         return found
 
     def load_entry_point(self, group: str, ep) -> None:
         origin = f"entry point {ep.name} ({ep.value})"
-        _pending.clear()
         try:
             obj = ep.load()
         except Exception as exc:
             self.errors[origin] = _one_line(exc)
-            _pending.clear()
             return
-        if isinstance(obj, type) and obj not in _pending:
-            _pending.append(obj)
-        self._collect(origin)
+        module = getattr(obj, "__name__", "") if not isinstance(obj, type) else obj.__module__
+        found = _declared_in(module)
+        if isinstance(obj, type) and obj not in found:
+            found.append(obj)
+        self._collect(origin, found)
 
-    def _collect(self, origin: str) -> list[type]:
-        found, pending = [], list(_pending)
-        _pending.clear()
-        for cls in pending:
+    def _collect(self, origin: str, classes: list[type]) -> list[type]:
+        found = []
+        for cls in classes:
+            if cls in self.origins:
+                continue  # already registered (a module imported by another plugin)
             problem = contract_problem(cls)
             label = f"{origin}:{getattr(cls, '__name__', cls)}"
             if problem:
