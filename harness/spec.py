@@ -126,10 +126,14 @@ def resolve(spec: RunSpec) -> ResolvedSpec:
         raise SpecError(f"method {spec.method!r} cannot train task {spec.task!r}: {reason}")
     budget = spec.budget if spec.budget and not spec.budget.is_empty() else Budget(**preset.budget)
     device = spec.device
-    if device == "auto":
+    if device != "cpu":
         import torch
 
-        device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif not torch.cuda.is_available():
+            raise SpecError("device 'cuda' was asked for but no CUDA device is visible here; "
+                            "use --device cpu or auto")
     return ResolvedSpec(
         task=spec.task, method=spec.method, preset=spec.preset,
         task_params=task_hp, method_params=method_hp, seed=spec.seed, budget=budget,

@@ -58,3 +58,16 @@ def test_params_coerce_and_validate() -> None:
         resolve_params("m", declared, {"lr": 5})
     with pytest.raises(SpecError, match="not a valid int"):
         resolve_params("m", declared, {"steps": "2.5"})
+
+
+def test_installed_packages_register_through_entry_points(monkeypatch) -> None:
+    from joulebench.harness.registry import reset_registry
+
+    monkeypatch.syspath_prepend(str(Path(__file__).parent / "entrypoint_pkg"))
+    reset_registry()
+    try:
+        reg = registry()
+        assert "external_sgd" in reg.methods and not reg.errors, reg.errors
+        assert reg.origins[reg.methods["external_sgd"]].startswith("entry point external_sgd")
+    finally:
+        reset_registry()

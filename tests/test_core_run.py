@@ -101,3 +101,25 @@ def test_failures_leave_rows_with_their_status(results: Path) -> None:
     assert stored == {"raises": "failed", "exits": "crashed", "explodes": "diverged",
                       "sleeps": "timeout", "backprop": "ok"}
     assert Store(results).stored_keys() == {specs["ok"].run_key}  # failures are never cached as done
+
+
+def test_budgets_in_epochs_and_seconds_end_training(results: Path) -> None:
+    from joulebench.harness.runner import Runner
+
+    runner = Runner(Store(results))
+    by_epoch = runner.run(resolve(RunSpec(task="ltsf", preset="tiny", budget={"epochs": 1})))
+    steps_per_epoch = (int(1200 * 0.7) - 48 - 24 + 1) // 32  # windows of the training split, drop_last
+    assert by_epoch["status"] == "ok" and by_epoch["steps"] == steps_per_epoch
+    assert by_epoch["epochs"] == 1.0
+    by_time = runner.run(resolve(RunSpec(task="ltsf", preset="tiny", budget={"seconds": 0.3},
+                                         eval_every=10**6)))
+    assert by_time["status"] == "ok" and by_time["train_s"] >= 0.3 and by_time["steps"] > 0
+
+
+def test_cuda_without_a_gpu_is_a_clear_error() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible: the refusal cannot be observed here")
+    with pytest.raises(ValueError, match="no CUDA device is visible"):
+        resolve(RunSpec(task="ltsf", device="cuda"))
