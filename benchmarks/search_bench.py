@@ -18,9 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from mpi4py import MPI
-
 from joulebench.methods.propulate_search import import_propulate
+from mpi4py import MPI
 
 FUNCTIONS = ("sphere", "rosenbrock", "rastrigin", "step", "griewank", "schwefel")
 

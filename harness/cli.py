@@ -6,8 +6,9 @@ import argparse
 import importlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from joulebench.harness.params import SpecError, parse_assignments
 

@@ -12,14 +12,14 @@ from __future__ import annotations
 
 import math
 import time
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
-from torch import nn
-
 from joulebench.harness.task import Batch, Hyper, Task
+from torch import nn
 
 if TYPE_CHECKING:
     from joulebench.harness.phases import PhaseClock

@@ -7,15 +7,15 @@ the method, owns timing, energy, budgets, evaluation and storage; the method onl
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, ClassVar, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from joulebench.harness.params import Param
 from joulebench.harness.task import Hyper, Task
 
 if TYPE_CHECKING:
-    from torch import nn
-
     from joulebench.harness.context import TrainContext
+    from torch import nn
 
 
 class Method:

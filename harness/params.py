@@ -8,8 +8,9 @@ without running anything.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 ParamValue = bool | int | float | str | None
 

@@ -7,7 +7,7 @@ interleaved with training is its own window and never charged to training.
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from joulebench.harness.meters import DEVICES, Reading
 

@@ -10,15 +10,15 @@ import json
 import random
 import time
 import traceback
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
-
 from joulebench.harness import carbon
-from joulebench.harness.context import Diverged, DistInfo, TrainContext, evaluate_model
+from joulebench.harness.context import DistInfo, Diverged, TrainContext, evaluate_model
 from joulebench.harness.phases import PhaseClock
 from joulebench.harness.provenance import provenance
 from joulebench.harness.registry import registry
@@ -33,7 +33,7 @@ def seed_everything(seed: int) -> None:
 
 
 def now_utc() -> datetime:
-    return datetime.now(timezone.utc)
+    return datetime.now(UTC)
 
 
 def base_row(spec: ResolvedSpec, started: datetime) -> dict[str, Any]:

@@ -15,14 +15,14 @@ from __future__ import annotations
 
 import os
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
-
 from joulebench.harness.schema import CURVES, RUNS, to_table
 
 TABLES = {"runs": RUNS, "curves": CURVES}

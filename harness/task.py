@@ -6,14 +6,14 @@ on the same task and preset are compared on equal terms. A method never sees dat
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 import torch
+from joulebench.harness.params import Param
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-
-from joulebench.harness.params import Param
 
 Batch = dict[str, Any]
 """A batch is a dict of tensors; training batches carry ``index`` (sample ids) beside the inputs."""

@@ -11,8 +11,9 @@ import multiprocessing as mp
 import os
 import time
 import traceback
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from joulebench.harness.runner import failure_row, now_utc
 from joulebench.harness.spec import ResolvedSpec
@@ -53,9 +54,15 @@ def _worker_main(conn, results: str, plugins: list[str], region: str | None) -> 
                 conn.send(("progress", done, planned))
 
             row = Runner(store, meters[spec.device], region=region, progress=progress).run(spec)
-            conn.send(("done", summary(row)))
+            reply = ("done", summary(row))
+        except (BrokenPipeError, EOFError):
+            return  # the driver is gone; the row (if any) is already stored
         except Exception as exc:  # the runner stores failures itself; this is its own breakage
-            conn.send(("error", f"{type(exc).__name__}: {exc}", traceback.format_exc()))
+            reply = ("error", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+        try:
+            conn.send(reply)
+        except (BrokenPipeError, OSError):
+            return
 
 
 class Worker:

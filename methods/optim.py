@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import torch
-
 from joulebench.harness.params import Param
 
 OPTIMIZER_PARAMS = {

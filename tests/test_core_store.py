@@ -3,18 +3,17 @@
 from __future__ import annotations
 
 import multiprocessing as mp
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
-
 from joulebench.harness.params import SpecError
 from joulebench.harness.query import query_runs
 from joulebench.harness.store import Store
 
-T0 = datetime(2026, 1, 1, tzinfo=timezone.utc)
+T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def row(key: str, task: str = "ltsf", value: float = 0.5, minutes: int = 0, **extra) -> dict:

@@ -1,0 +1,185 @@
+"""F³, DFA and DRTP: feedback matrices, local gradients, the per-sample error buffer, harness runs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from joulebench.harness.params import SpecError
+from joulebench.harness.registry import registry
+from joulebench.harness.runner import Runner
+from joulebench.harness.spec import RunSpec, resolve
+from joulebench.harness.store import Store
+from torch import nn
+
+registry()  # load the plugins first: a module imported before the registry would not register
+from joulebench.methods.f3 import FEEDBACK_INITS, FeedbackTrainer, feedback_matrix  # noqa: E402
+
+
+def mlp(seed: int = 0, sizes=(5, 8, 6, 3)) -> nn.Sequential:
+    torch.manual_seed(seed)
+    blocks = [nn.Sequential(nn.Linear(a, b), nn.ReLU()) for a, b in zip(sizes[:-2], sizes[1:-1], strict=False)]
+    blocks.append(nn.Sequential(nn.Linear(sizes[-2], sizes[-1])))
+    return nn.Sequential(*blocks)
+
+
+def ce_loss(model, batch):
+    return nn.functional.cross_entropy(model(batch["x"]), batch["y"])
+
+
+def batch_of(index, seed=0, n=5, classes=3):
+    g = torch.Generator().manual_seed(seed)
+    index = torch.as_tensor(index)
+    return {"index": index, "x": torch.randn(len(index), n, generator=g),
+            "y": torch.randint(0, classes, (len(index),), generator=g)}
+
+
+def grads(model):
+    return [p.grad.clone() if p.grad is not None else torch.zeros_like(p) for p in model.parameters()]
+
+
+@pytest.mark.parametrize("init", FEEDBACK_INITS)
+def test_feedback_matrices(init):
+    g = torch.Generator().manual_seed(0)
+    b = feedback_matrix(64, 10, init, g)
+    assert b.shape == (64, 10) and torch.isfinite(b).all()
+    if init != "orthogonal":  # entries of variance ≈ 1/cols
+        assert 0.3 < float(b.pow(2).sum(0).mean()) / (64 / 10) < 3
+    b2 = feedback_matrix(64, 10, init, torch.Generator().manual_seed(0))
+    assert torch.equal(b, b2)  # fixed by the seed
+    if init == "orthogonal":
+        assert torch.allclose(b.T @ b, torch.eye(10), atol=1e-5)
+        wide = feedback_matrix(4, 10, init, g)
+        assert torch.allclose(wide @ wide.T, torch.eye(4), atol=1e-5)
+
+
+def test_last_block_gets_its_true_gradient_and_hidden_blocks_dfa_updates():
+    model = mlp()
+    batch = batch_of([0, 1, 2, 3])
+    # reference: backprop gradients of the last block
+    model.zero_grad()
+    ce_loss(model, batch).backward()
+    reference = grads(model)
+    model.zero_grad()
+    trainer = FeedbackTrainer(model, "error", seed=3)
+    loss = trainer.step(ce_loss, batch)
+    got = grads(model)
+    assert torch.isclose(loss, ce_loss(model, batch))
+    assert torch.allclose(got[-1], reference[-1]) and torch.allclose(got[-2], reference[-2])
+    # hidden block 0 by hand: δ = (B0 e) ⊙ relu'(a0), e = ∂loss/∂out per sample
+    x = batch["x"]
+    a0 = model[0][0](x)
+    out = model(x)
+    e = (torch.softmax(out, 1) - nn.functional.one_hot(batch["y"], 3)) / len(x)
+    delta = (e @ trainer.feedback[0].T) * (a0 > 0)
+    assert torch.allclose(got[0], delta.T @ x, atol=1e-6)
+    assert torch.allclose(got[1], delta.sum(0), atol=1e-6)
+    assert not torch.allclose(got[0], reference[0])  # not backprop
+    trainer.remove()
+    model.zero_grad()
+    ce_loss(model, batch).backward()  # hooks gone: plain backprop again
+    assert torch.allclose(grads(model)[0], reference[0])
+
+
+def test_f3_buffer_holds_each_samples_last_error_and_feeds_it_back():
+    model = mlp(1)
+    trainer = FeedbackTrainer(model, "delayed_error", seed=0, n_samples=10)
+    batch = batch_of([7, 2, 5], seed=1)
+    trainer.step(ce_loss, batch)
+    assert trainer.buffer.shape == (10, 3) and trainer.seen.tolist() == [i in (2, 5, 7) for i in range(10)]
+    with torch.no_grad():
+        out = model(batch["x"])
+    e = torch.softmax(out, 1) - nn.functional.one_hot(batch["y"], 3)  # per-sample error
+    assert torch.allclose(trainer.buffer[[7, 2, 5]], e, atol=1e-6)
+    assert trainer.buffer[[0, 1, 3]].abs().sum() == 0
+    first = grads(model)
+    assert first[0].abs().sum() == 0 and first[2].abs().sum() == 0  # no delayed error yet
+    assert first[-2].abs().sum() > 0  # the last block learns from its true gradient at once
+    # second visit: hidden blocks are seeded with the stored (delayed) error, not the current one
+    stored = trainer.buffer[[7, 2, 5]].clone()
+    with torch.no_grad():
+        model[-1][0].weight[0].add_(1.0)  # the current error now differs from the stored one
+    model.zero_grad()
+    trainer.step(ce_loss, batch)
+    x = batch["x"]
+    a0 = model[0][0](x)
+    delta = ((stored / 3) @ trainer.feedback[0].T) * (a0 > 0)
+    assert torch.allclose(model[0][0].weight.grad, delta.T @ x, atol=1e-6)
+    assert not torch.allclose(trainer.buffer[[7, 2, 5]], stored)  # updated after the batch
+    trainer.remove()
+
+
+def test_first_epoch_current_uses_the_current_error_for_unseen_samples():
+    a, b = mlp(2), mlp(2)
+    batch = batch_of([0, 1, 2], seed=2)
+    FeedbackTrainer(a, "delayed_error", seed=0, n_samples=4, first_epoch="current").step(ce_loss, batch)
+    FeedbackTrainer(b, "error", seed=0).step(ce_loss, batch)
+    for pa, pb in zip(a.parameters(), b.parameters(), strict=False):
+        assert torch.allclose(pa.grad, pb.grad)
+
+
+def test_drtp_uses_minus_the_one_hot_target():
+    model = mlp(3)
+    batch = batch_of([0, 1], seed=3)
+    trainer = FeedbackTrainer(model, "target", seed=0)
+    trainer.step(ce_loss, batch)
+    x = batch["x"]
+    a0 = model[0][0](x)
+    delta = ((-nn.functional.one_hot(batch["y"], 3).float() / 2) @ trainer.feedback[0].T) * (a0 > 0)
+    assert torch.allclose(model[0][0].weight.grad, delta.T @ x, atol=1e-6)
+
+
+def test_non_sequential_model_is_refused():
+    with pytest.raises(ValueError, match="nn.Sequential"):
+        FeedbackTrainer(nn.Linear(3, 3), "error")
+    with pytest.raises(ValueError, match="fewer than two blocks"):
+        FeedbackTrainer(nn.Sequential(nn.Linear(3, 3)), "error")
+    with pytest.raises(ValueError, match="number of training samples"):
+        FeedbackTrainer(mlp(), "delayed_error")
+
+
+@pytest.mark.parametrize("signal", ["delayed_error", "error", "target"])
+def test_feedback_methods_learn_a_classification_problem(signal):
+    """Three Gaussian blobs in 5-D, an MLP of three blocks, four epochs of Adam."""
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 5, generator=g) * 2.5
+    y = torch.randint(0, 3, (384,), generator=g)
+    x = centres[y] + torch.randn(384, 5, generator=g)
+    model = mlp(4, sizes=(5, 32, 32, 3))
+    trainer = FeedbackTrainer(model, signal, seed=0, n_samples=384)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    for _epoch in range(4):
+        order = torch.randperm(384, generator=g)
+        for i in range(0, 384, 32):
+            idx = order[i:i + 32]
+            opt.zero_grad()
+            trainer.step(ce_loss, {"index": idx, "x": x[idx], "y": y[idx]})
+            opt.step()
+    trainer.remove()
+    with torch.no_grad():
+        accuracy = float((model(x).argmax(1) == y).float().mean())
+    assert accuracy > 0.8, (signal, accuracy)
+
+
+@pytest.fixture
+def runner(results):
+    return Runner(Store(results), None, store_rows=False)
+
+
+@pytest.mark.parametrize("method,params", [
+    ("f3", {}), ("f3", {"feedback_init": "orthogonal", "first_epoch": "current"}),
+    ("dfa", {"feedback_init": "gaussian"}), ("drtp", {"feedback_init": "rademacher"}),
+])
+def test_tiny_harness_runs_on_ltsf_mlp(runner, method, params):
+    spec = resolve(RunSpec(task="ltsf", method=method, preset="tiny", method_params=params,
+                           task_params={"model": "mlp", "e_layers": 2}, budget={"epochs": 2}))
+    row = runner.run(spec)
+    assert row["status"] == "ok", row["error"]
+    assert row["x_blocks"] == 3 and row["gradient_updates"] > 0
+    assert 0 < row["primary_value"] < 5
+
+
+def test_capability_check_refuses_a_model_without_blocks():
+    for method in ("f3", "dfa", "drtp"):
+        with pytest.raises(SpecError, match="sequential_blocks"):
+            resolve(RunSpec(task="ltsf", method=method, task_params={"model": "dlinear"}))
+    assert "sequential_blocks" in registry().task("ltsf").capabilities_for({"model": "mlp"})

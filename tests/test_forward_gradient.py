@@ -1,0 +1,211 @@
+"""Forward gradients: the estimators against the true gradient, and runs through the harness."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from joulebench.harness.params import SpecError
+from joulebench.harness.registry import registry
+from joulebench.harness.runner import Runner
+from joulebench.harness.spec import RunSpec, resolve
+from joulebench.harness.store import Store
+from torch import nn
+
+registry()  # load the plugins first: a module imported before the registry would not register
+from joulebench.methods.forward_gradient import (  # noqa: E402
+    _LinearTaps,
+    activity_forward_gradient,
+    project,
+    unsupported_model,
+    weight_forward_gradient,
+)
+
+
+def small_problem(dropout: float = 0.0, seed: int = 0):
+    torch.manual_seed(seed)
+    model = nn.Sequential(nn.Linear(3, 4), nn.Tanh(), nn.Dropout(dropout), nn.Linear(4, 2))
+    x, y = torch.randn(8, 3), torch.randn(8, 2)
+    names = [n for n, _ in model.named_parameters()]
+    params = list(model.parameters())
+
+    def fn(*ps):
+        out = torch.func.functional_call(model, dict(zip(names, ps, strict=False)), (x,))
+        return nn.functional.mse_loss(out, y)
+
+    true = torch.cat([g.reshape(-1) for g in torch.autograd.grad(fn(*params), params)])
+    return model, x, y, params, fn, true
+
+
+def flat(grads) -> torch.Tensor:
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(nn.functional.cosine_similarity(a, b, dim=0))
+
+
+def test_projection_with_n_tangents_is_the_true_gradient():
+    _, _, _, params, fn, true = small_problem()
+    n = true.numel()
+    for distribution in ("gaussian", "rademacher"):
+        gen = torch.Generator().manual_seed(1)
+        loss, est = weight_forward_gradient(fn, params, k=n, combine="projection",
+                                            distribution=distribution, generator=gen)
+        assert torch.allclose(flat(est), true, atol=1e-4, rtol=1e-3), distribution
+        assert torch.isclose(loss, fn(*params).detach())
+    # fewer tangents than parameters: not the gradient
+    _, est = weight_forward_gradient(fn, params, k=n // 2, combine="projection",
+                                     generator=torch.Generator().manual_seed(1))
+    assert cosine(flat(est), true) < 0.99
+
+
+def test_mean_estimator_is_unbiased():
+    _, _, _, params, fn, true = small_problem()
+    for distribution in ("gaussian", "rademacher"):
+        # the mean over k=4000 tangents is the average of 4000 single-tangent forward gradients
+        _, est = weight_forward_gradient(fn, params, k=4000, combine="mean",
+                                         distribution=distribution,
+                                         generator=torch.Generator().manual_seed(2))
+        err = (flat(est) - true).norm() / true.norm()
+        assert err < 0.15, (distribution, float(err))
+        assert cosine(flat(est), true) > 0.98
+
+
+def test_scaled_projection_is_unbiased_and_plain_projection_shrinks():
+    _, _, _, params, fn, true = small_problem()
+    n, k, draws = true.numel(), 4, 1500
+    gen = torch.Generator().manual_seed(3)
+    scaled = torch.zeros_like(true)
+    plain = torch.zeros_like(true)
+    for _ in range(draws):
+        _, est = weight_forward_gradient(fn, params, k=k, combine="projection", generator=gen,
+                                         scaling="unbiased", source="backprop")
+        scaled += flat(est) / draws
+        _, est = weight_forward_gradient(fn, params, k=k, combine="projection", generator=gen,
+                                         source="backprop")
+        plain += flat(est) / draws
+    assert (scaled - true).norm() / true.norm() < 0.2
+    assert torch.allclose(plain.norm() / true.norm(), torch.tensor(k / n), atol=0.05)
+
+
+def test_cosine_rises_with_k_and_projection_beats_mean():
+    _, _, _, params, fn, true = small_problem()
+    draws = 150
+    result = {}
+    for combine in ("mean", "projection"):
+        gen = torch.Generator().manual_seed(4)
+        for k in (2, 4, 8, 16):
+            result[combine, k] = sum(
+                cosine(flat(weight_forward_gradient(fn, params, k=k, combine=combine,
+                                                    generator=gen, source="backprop")[1]), true)
+                for _ in range(draws)) / draws
+    for combine in ("mean", "projection"):
+        values = [result[combine, k] for k in (2, 4, 8, 16)]
+        assert values == sorted(values), (combine, values)
+    for k in (2, 4, 8, 16):
+        assert result["projection", k] > result["mean", k], (k, result)
+
+
+def test_forward_mode_and_backprop_projected_give_the_same_estimate():
+    _, _, _, params, fn, _ = small_problem()
+    for combine in ("mean", "projection"):
+        _, fwd = weight_forward_gradient(fn, params, k=5, combine=combine,
+                                         generator=torch.Generator().manual_seed(5))
+        _, bwd = weight_forward_gradient(fn, params, k=5, combine=combine, source="backprop",
+                                         generator=torch.Generator().manual_seed(5))
+        assert torch.allclose(flat(fwd), flat(bwd), atol=1e-5)
+
+
+def test_dropout_mask_is_the_same_for_every_tangent():
+    model, x, y, params, fn, _ = small_problem(dropout=0.5)
+    state = torch.get_rng_state()
+
+    def restore():
+        torch.set_rng_state(state)
+
+    restore()
+    true = flat(torch.autograd.grad(fn(*params), params))
+    _, est = weight_forward_gradient(fn, params, k=true.numel(), combine="projection",
+                                     generator=torch.Generator().manual_seed(6), before_call=restore)
+    assert torch.allclose(flat(est), true, atol=1e-4, rtol=1e-3)
+
+
+def test_activity_perturbation_with_full_span_is_exact_and_mean_is_close():
+    model, x, y, params, _, true = small_problem()
+    taps = _LinearTaps([m for m in model.modules() if isinstance(m, nn.Linear)])
+    n_act = 8 * 4 + 8 * 2
+
+    def loss_fn():
+        return nn.functional.mse_loss(model(x), y)
+
+    try:
+        loss, grads = activity_forward_gradient(loss_fn, taps, k=n_act, combine="projection",
+                                                distribution="gaussian",
+                                                generator=torch.Generator().manual_seed(7))
+        assert torch.allclose(flat(grads[p] for p in params), true, atol=1e-4, rtol=1e-3)
+        _, grads = activity_forward_gradient(loss_fn, taps, k=3000, combine="mean",
+                                             distribution="gaussian",
+                                             generator=torch.Generator().manual_seed(8))
+        assert cosine(flat(grads[p] for p in params), true) > 0.97
+        _, fwd = activity_forward_gradient(loss_fn, taps, k=3, combine="mean", distribution="gaussian",
+                                           generator=torch.Generator().manual_seed(9))
+        _, bwd = activity_forward_gradient(loss_fn, taps, k=3, combine="mean", distribution="gaussian",
+                                           generator=torch.Generator().manual_seed(9), source="backprop")
+        assert torch.allclose(flat(fwd[p] for p in params), flat(bwd[p] for p in params), atol=1e-5)
+    finally:
+        taps.remove()
+
+
+def test_project_handles_more_tangents_than_dimensions():
+    g = torch.tensor([1.0, -2.0, 0.5])
+    v = torch.randn(7, 3, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(project(v, v @ g), g, atol=1e-5)
+
+
+def test_unsupported_models_are_refused_with_a_reason():
+    assert "BatchNorm" in unsupported_model(nn.Sequential(nn.Linear(2, 2), nn.BatchNorm1d(2)), "weight")
+    assert unsupported_model(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), "weight") is None
+    why = unsupported_model(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), "activity")
+    assert "nn.Linear" in why and "1.weight" in why
+
+
+@pytest.fixture
+def runner(results):
+    return Runner(Store(results), None, store_rows=False)
+
+
+@pytest.mark.parametrize("params,label", [
+    ({"tangents": 2}, "forward-mode"),
+    ({"tangents": 2, "combine": "projection", "scaling": "unbiased"}, "forward-mode"),
+    ({"tangents": 2, "perturb": "activity", "distribution": "rademacher"}, "forward-mode"),
+    ({"tangents": 2, "gradient_source": "backprop"}, "backprop-projected"),
+])
+def test_tiny_harness_runs(runner, params, label):
+    spec = resolve(RunSpec(task="ltsf", method="forward_gradient", preset="tiny",
+                           method_params=params, budget={"steps": 8}))
+    row = runner.run(spec)
+    assert row["status"] == "ok", row["error"]
+    assert row["x_gradient_source"] == label
+    assert row["gradient_updates"] == 8 and row["primary_value"] > 0
+    assert row["p_tangents"] == 2
+
+
+def test_forward_gradient_learns_on_tiny_ltsf(runner):
+    def run(method, params):
+        spec = resolve(RunSpec(task="ltsf", method=method, preset="tiny", method_params=params,
+                               task_params={"model": "mlp"}, budget={"steps": 40}))
+        return runner.run(spec)
+
+    untrained = run("forward_gradient", {"lr": 1e-7, "optimizer": "sgd", "momentum": 0.0})
+    trained = run("forward_gradient", {"tangents": 4, "combine": "projection", "lr": 1e-3})
+    assert trained["status"] == "ok", trained["error"]
+    assert trained["val_mse"] < untrained["val_mse"]
+
+
+def test_requires_functional_capability():
+    from joulebench.harness.registry import registry
+
+    method = registry().method("forward_gradient")
+    assert "functional" in method.requires
+    with pytest.raises(SpecError):
+        resolve(RunSpec(task="ltsf", method="forward_gradient", method_params={"combine": "median"}))
