@@ -7,6 +7,7 @@ and the result row. Isolation from crashes is the worker's job (``harness.worker
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
 import traceback
@@ -103,6 +104,8 @@ class Runner:
                 method.train(ctx)
             else:  # a fixed forecaster (seasonal-naive, a profile): nothing to train, evaluate as is
                 ctx.record(training_skipped="no trainable parameters")
+            if self.dist.world_size > 1:
+                ctx.record(param_spread_over_ranks=parameter_spread(ctx.model))
             clock.switch("eval")
             row.update(adopted_metrics(ctx.adopted) if ctx.adopted else self._final_metrics(ctx))
         except Diverged as exc:
@@ -111,6 +114,12 @@ class Runner:
             status, error = "failed", f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
             tb = traceback.format_exc()
         clock.switch(None)
+        if self.dist.world_size > 1:
+            sum_energy_over_ranks(clock, self.dist)
+            if ctx is not None:  # samples are per rank; synchronised updates count once
+                from joulebench.harness.distributed import sum_over_ranks
+
+                ctx.samples = int(sum_over_ranks([float(ctx.samples)], True)[0] or 0)
         row.update(self._costs(spec, clock, ctx, time.perf_counter() - t0, device))
         row.update(status=status, error=error, traceback=tb, finished_at=now_utc())
         if self.store_rows and self.dist.is_main:
@@ -175,7 +184,8 @@ class Runner:
             "co2_total_g": carbon.co2_grams(total_j, g),
             "carbon_intensity_g_per_kwh": g, "carbon_region": self.intensity.region,
             "carbon_source": self.intensity.source,
-            "nodes": 1, "device_hours": spec.world_size * wall_s / 3600.0,
+            "nodes": int(os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or 1),
+            "device_hours": spec.world_size * wall_s / 3600.0,
         }
         peak, source = peak_memory(device)
         out.update(peak_mem_bytes=peak, peak_mem_source=source)
@@ -203,6 +213,37 @@ class Runner:
         # a trial is a single-process run of its own, whichever rank of a search runs it
         runner = Runner(self.store, self.meter, region=self.intensity.region, store_rows=self.store_rows)
         return runner.run(child)
+
+
+def parameter_spread(model: torch.nn.Module) -> float | None:
+    """Largest difference between ranks of a checksum of the weights (0: replicas in sync)."""
+    import torch.distributed as tdist
+
+    if not tdist.is_initialized():
+        return None
+    checksum = torch.tensor([sum(float(p.detach().double().sum()) for p in model.parameters())],
+                            dtype=torch.float64)
+    high, low = checksum.clone(), checksum.clone()
+    tdist.all_reduce(high, op=tdist.ReduceOp.MAX)
+    tdist.all_reduce(low, op=tdist.ReduceOp.MIN)
+    return float(high - low)
+
+
+NODE_LEVEL_SOURCES = ("rapl", "nvml")
+"""Sensors that see the whole node: only the node's first rank reports them."""
+
+
+def sum_energy_over_ranks(clock: PhaseClock, dist_info: DistInfo) -> None:
+    """Replace this rank's window energies by the run's: process-level estimates are summed over
+    all ranks, node-level sensors over the first rank of each node, so nothing counts twice."""
+    from joulebench.harness.distributed import sum_over_ranks
+
+    for device in ("cpu", "gpu", "dram"):
+        node_level = clock.sources.get(device, "").startswith(NODE_LEVEL_SOURCES)
+        first = dist_info.local_rank == 0 or not node_level
+        values = [clock.joules[phase][device] for phase in ("setup", "train", "eval")]
+        for phase, total in zip(("setup", "train", "eval"), sum_over_ranks(values, first)):
+            clock.joules[phase][device] = total
 
 
 def adopted_metrics(row: dict[str, Any]) -> dict[str, Any]:

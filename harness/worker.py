@@ -28,8 +28,15 @@ def summary(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row.get(k) for k in SUMMARY_KEYS}
 
 
-def _worker_main(conn, results: str, plugins: list[str], region: str | None) -> None:
+def _worker_main(conn, results: str, plugins: list[str], region: str | None,
+                 threads: int | None = None) -> None:
     os.environ.setdefault("TQDM_DISABLE", "1")
+    if threads:
+        # several workers on one machine: their thread pools must not fight over the cores
+        # (oversubscribed OpenMP pools made runs 20x slower here)
+        import torch
+
+        torch.set_num_threads(threads)
     from joulebench.harness.meters import default_meter
     from joulebench.harness.registry import registry
     from joulebench.harness.runner import Runner
@@ -65,13 +72,20 @@ def _worker_main(conn, results: str, plugins: list[str], region: str | None) -> 
             return
 
 
+def _env_threads() -> int | None:
+    value = os.environ.get("JOULEBENCH_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
+
+
 class Worker:
     """One isolated worker process and the pipe to it."""
 
-    def __init__(self, results: Path, plugins: list[str] | None = None, region: str | None = None) -> None:
+    def __init__(self, results: Path, plugins: list[str] | None = None, region: str | None = None,
+                 threads: int | None = None) -> None:
         self.results = Path(results)
         self.plugins = list(plugins or [])
         self.region = region
+        self.threads = threads if threads is not None else _env_threads()
         self._proc: mp.process.BaseProcess | None = None
         self._conn = None
 
@@ -81,7 +95,7 @@ class Worker:
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         self._proc = ctx.Process(target=_worker_main, name="joulebench-worker", daemon=True,
-                                 args=(child, str(self.results), self.plugins, self.region))
+                                 args=(child, str(self.results), self.plugins, self.region, self.threads))
         self._proc.start()
         child.close()
         self._conn = parent

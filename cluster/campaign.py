@@ -1,0 +1,125 @@
+"""Campaign files: a validated grid of task × method × parameters × seeds × device counts.
+
+A campaign file (TOML) declares settings in three layers, later winning: the campaign's
+``[defaults]``, a method's ``[methods.<name>]`` section, and each ``[[grid]]`` block. Lists in a
+block's ``task_params`` / ``method_params`` expand as a Cartesian product; ``seeds`` and
+``world_sizes`` multiply it. Expansion yields RunSpecs; their run_keys decide what is stored.
+"""
+
+from __future__ import annotations
+
+import itertools
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from joulebench.harness.params import SpecError
+from joulebench.harness.spec import Budget, ResolvedSpec, RunSpec, one_line_validation_error, resolve
+
+
+class Settings(BaseModel):
+    """What each layer may set (all optional: unset means "inherit")."""
+
+    model_config = ConfigDict(extra="forbid")
+    preset: str | None = None
+    seeds: list[int] | None = None
+    world_sizes: list[int] | None = None
+    budget: Budget | None = None
+    device: str | None = None
+    timeout_s: float | None = Field(default=None, gt=0)
+    eval_every: int | None = Field(default=None, gt=0)
+    task_params: dict[str, Any] = Field(default_factory=dict)
+    method_params: dict[str, Any] = Field(default_factory=dict)
+    # cluster resources (used by the SLURM executors)
+    cpus_per_task: int | None = None
+    gpus_per_node: int | None = None
+    mem_gb: float | None = None
+    time_min: int | None = None
+    partition: str | None = None
+
+
+class GridBlock(Settings):
+    task: str
+    methods: list[str]
+
+
+class Campaign(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str
+    description: str = ""
+    defaults: Settings = Field(default_factory=Settings)
+    methods: dict[str, Settings] = Field(default_factory=dict)
+    grid: list[GridBlock]
+    max_parallel: int = Field(default=32, ge=1, description="SLURM array parallelism cap")
+
+    @classmethod
+    def load(cls, path: str | Path) -> Campaign:
+        path = Path(path)
+        try:
+            data = tomllib.loads(path.read_text())
+        except FileNotFoundError:
+            raise SpecError(f"campaign file {path} does not exist") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise SpecError(f"campaign file {path} is not valid TOML: {exc}") from None
+        try:
+            return cls.model_validate(data)
+        except ValidationError as exc:
+            raise SpecError(one_line_validation_error(exc, cls).replace("run spec", f"campaign {path}")) from None
+
+
+def _merge(*layers: Settings) -> dict[str, Any]:
+    """Later layers win key by key; parameter dicts merge name by name."""
+    out: dict[str, Any] = {"task_params": {}, "method_params": {}}
+    for layer in layers:
+        for key, value in layer.model_dump(exclude_none=True).items():
+            if key in ("task_params", "method_params"):
+                out[key].update(value)
+            elif key not in ("task", "methods"):
+                out[key] = value
+    return out
+
+
+def _product(params: dict[str, Any]) -> list[dict[str, Any]]:
+    names = list(params)
+    choices = [v if isinstance(v, list) else [v] for v in params.values()]
+    return [dict(zip(names, combo)) for combo in itertools.product(*choices)]
+
+
+def expand(campaign: Campaign) -> list[RunSpec]:
+    """Every run the campaign asks for, in a stable order."""
+    specs = []
+    for block in campaign.grid:
+        for method in block.methods:
+            merged = _merge(campaign.defaults, campaign.methods.get(method, Settings()), block)
+            for task_params in _product(merged["task_params"]):
+                for method_params in _product(merged["method_params"]):
+                    for world_size in merged.get("world_sizes", [1]):
+                        for seed in merged.get("seeds", [0]):
+                            specs.append(RunSpec.parse({
+                                "task": block.task, "method": method,
+                                "preset": merged.get("preset", "tiny"),
+                                "task_params": task_params, "method_params": method_params,
+                                "seed": seed, "budget": merged.get("budget"),
+                                "device": merged.get("device", "cpu"), "world_size": world_size,
+                                "campaign": campaign.name, "eval_every": merged.get("eval_every"),
+                                "timeout_s": merged.get("timeout_s"),
+                            }))
+    return specs
+
+
+def resources(campaign: Campaign) -> dict[str, Any]:
+    """Cluster resources of the campaign's defaults (per array task)."""
+    return {k: v for k, v in campaign.defaults.model_dump(exclude_none=True).items()
+            if k in ("cpus_per_task", "gpus_per_node", "mem_gb", "time_min", "partition")}
+
+
+def resolve_all(specs: list[RunSpec]) -> list[ResolvedSpec]:
+    resolved, seen = [], set()
+    for spec in specs:
+        r = resolve(spec)
+        if r.run_key not in seen:  # a grid that names the same run twice runs it once
+            seen.add(r.run_key)
+            resolved.append(r)
+    return resolved

@@ -1,0 +1,127 @@
+"""``joulebench campaign plan|run|sbatch FILE`` and ``joulebench scaling``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from joulebench.harness.cli import add_common, format_summary, results_dir
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("campaign", help="plan, run or submit a campaign file")
+    csub = p.add_subparsers(dest="campaign_command", required=True)
+    for name, func, text in (("plan", cmd_plan, "list the expanded runs and which are stored"),
+                             ("run", cmd_run, "run the missing runs"),
+                             ("sbatch", cmd_sbatch, "write sbatch array scripts for the missing runs")):
+        c = csub.add_parser(name, help=text)
+        c.add_argument("file", type=Path)
+        add_common(c)
+        c.set_defaults(func=func)
+        if name == "run":
+            c.add_argument("-j", "--jobs", type=int, default=1, help="worker processes on this machine")
+            c.add_argument("--executor", default="local",
+                           choices=("local", "submitit-local", "submitit-debug", "slurm"))
+            c.add_argument("--launcher", default="torchrun", choices=("torchrun", "mpiexec"),
+                           help="how the local executor starts data-parallel runs")
+        if name == "sbatch":
+            c.add_argument("--out", type=Path, default=None, help="directory for the scripts")
+    p = sub.add_parser("scaling", help="fit energy against device-hours (the energy-scaling study)")
+    add_common(p)
+    p.add_argument("--task", default=None)
+    p.add_argument("--campaign", default=None)
+    p.set_defaults(func=cmd_scaling)
+
+
+def _load(args: argparse.Namespace):
+    from joulebench.cluster.campaign import Campaign, expand, resolve_all
+    from joulebench.harness.registry import registry
+    from joulebench.harness.store import Store
+
+    registry(args.plugin)
+    campaign = Campaign.load(args.file)
+    specs = resolve_all(expand(campaign))
+    store = Store(results_dir(args))
+    return campaign, specs, store, store.stored_keys()
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    campaign, specs, _, done = _load(args)
+    for s in specs:
+        mark = "stored " if s.run_key in done else "missing"
+        params = ",".join(f"{k}={v}" for k, v in {**s.method_params}.items() if k in _varied(specs))
+        print(f"{mark} {s.run_key} {s.task}/{s.method} {s.preset} seed={s.seed} ws={s.world_size} {params}")
+    missing = sum(s.run_key not in done for s in specs)
+    print(f"campaign {campaign.name}: {len(specs)} runs, {len(specs) - missing} stored, {missing} to run")
+    return 0
+
+
+def _varied(specs) -> set[str]:
+    values: dict[str, set] = {}
+    for s in specs:
+        for k, v in s.method_params.items():
+            values.setdefault(k, set()).add(str(v))
+    return {k for k, v in values.items() if len(v) > 1}
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from joulebench.cluster.campaign import resources
+    from joulebench.cluster.local import run_local
+
+    campaign, specs, store, done = _load(args)
+    todo = [s for s in specs if s.run_key not in done]
+    print(f"campaign {campaign.name}: {len(specs)} runs, {len(specs) - len(todo)} already stored, "
+          f"{len(todo)} to run", flush=True)
+    if not todo:
+        return 0
+    if args.executor == "local":
+        bar = tqdm(total=len(todo), desc=campaign.name, unit="run", file=sys.stderr, disable=None)
+
+        def report(result: dict) -> None:
+            bar.write(format_summary(result))
+            bar.update(1)
+
+        results = run_local(todo, store.root, args.jobs, args.plugin, args.launcher, report)
+        bar.close()
+    else:
+        from joulebench.cluster.slurm import submitit_run
+
+        cluster = {"slurm": None, "submitit-local": "local", "submitit-debug": "debug"}[args.executor]
+        results = submitit_run(todo, store.root, resources(campaign), campaign.max_parallel,
+                               campaign.name, cluster)
+        for result in results:
+            print(format_summary(result) if "task" in result else f"{result['status']}: {result['error']}")
+    failed = [r for r in results if r.get("status") != "ok"]
+    print(f"campaign {campaign.name}: {len(results) - len(failed)} ok, {len(failed)} not ok")
+    return 1 if failed else 0
+
+
+def cmd_sbatch(args: argparse.Namespace) -> int:
+    from joulebench.cluster.campaign import resources
+    from joulebench.cluster.slurm import freeze, sbatch_script
+
+    campaign, specs, store, done = _load(args)
+    todo = [s for s in specs if s.run_key not in done]
+    if not todo:
+        print(f"campaign {campaign.name}: nothing to run")
+        return 0
+    out = args.out or store.root / "slurm"
+    out.mkdir(parents=True, exist_ok=True)
+    for ws, list_file in freeze(todo, store.root.resolve(), campaign.name).items():
+        n = sum(s.world_size == ws for s in todo)
+        script = out / f"{campaign.name}-ws{ws}.sbatch"
+        script.write_text(sbatch_script(list_file, n, ws, store.root.resolve(), resources(campaign),
+                                        campaign.max_parallel, campaign.name))
+        print(f"wrote {script} ({n} runs): submit with  sbatch {script}")
+    return 0
+
+
+def cmd_scaling(args: argparse.Namespace) -> int:
+    from joulebench.cluster.scaling import fit_energy_vs_device_hours
+
+    fit = fit_energy_vs_device_hours(results_dir(args), args.task, args.campaign)
+    print(fit.describe())
+    return 0

@@ -1,0 +1,86 @@
+"""SLURM: job arrays through submitit, or a plain sbatch array script (no dependency at all).
+
+Both freeze the list of missing runs into ``<results>/campaigns/<name>-<stamp>-ws<N>.json`` at
+submission, so array index i always means the same run, and group runs by world size (one array
+per size: an array task has one shape). Each array task starts ``world_size`` tasks with srun;
+every rank runs ``joulebench.cluster.launch`` and rank 0 stores the row. A failed array task does
+not stop the others; its row says why, and re-submitting the campaign runs only what is missing.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from joulebench.harness.spec import ResolvedSpec
+
+
+def freeze(specs: list[ResolvedSpec], results: Path, name: str) -> dict[int, Path]:
+    """Write the run lists, one per world size; returns world size → list file."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    out: dict[int, Path] = {}
+    for ws in sorted({s.world_size for s in specs}):
+        path = results / "campaigns" / f"{name}-{stamp}-ws{ws}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps([s.model_dump(mode="json") for s in specs if s.world_size == ws]))
+        out[ws] = path
+    return out
+
+
+def sbatch_script(list_file: Path, n: int, world_size: int, results: Path, resources: dict[str, Any],
+                  max_parallel: int, name: str, python: str = sys.executable) -> str:
+    """An sbatch array script; the site's MPI/srun starts the ranks (no MPI wheel needed there)."""
+    lines = ["#!/bin/bash", f"#SBATCH --job-name=jb-{name}", f"#SBATCH --array=0-{n - 1}%{max_parallel}",
+             "#SBATCH --nodes=1", f"#SBATCH --ntasks-per-node={world_size}",
+             f"#SBATCH --cpus-per-task={resources.get('cpus_per_task', 1)}",
+             f"#SBATCH --output={results}/slurm/%A_%a.out"]
+    if resources.get("gpus_per_node"):
+        lines.append(f"#SBATCH --gpus-per-node={resources['gpus_per_node']}")
+    if resources.get("mem_gb"):
+        lines.append(f"#SBATCH --mem={int(resources['mem_gb'])}G")
+    if resources.get("time_min"):
+        lines.append(f"#SBATCH --time={int(resources['time_min'])}")
+    if resources.get("partition"):
+        lines.append(f"#SBATCH --partition={resources['partition']}")
+    lines += ["", "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}",
+              f"mkdir -p {shlex.quote(str(results))}/slurm",
+              f"srun {shlex.quote(python)} -m joulebench.cluster.array {shlex.quote(str(list_file))} "
+              f"\"$SLURM_ARRAY_TASK_ID\" {shlex.quote(str(results))}", ""]
+    return "\n".join(lines)
+
+
+def submitit_run(specs: list[ResolvedSpec], results: Path, resources: dict[str, Any], max_parallel: int,
+                 name: str, cluster: str | None = None) -> list[dict[str, Any]]:
+    """Submit one array per world size with submitit (``cluster``: None = SLURM, "local", "debug")."""
+    import submitit
+
+    from joulebench.cluster.array import run_entry
+
+    outcomes = []
+    for ws, list_file in freeze(specs, results, name).items():
+        entries = json.loads(list_file.read_text())
+        executor = submitit.AutoExecutor(folder=str(results / "submitit" / "%j"), cluster=cluster)
+        params = {"timeout_min": int(resources.get("time_min", 60)), "tasks_per_node": ws,
+                  "cpus_per_task": int(resources.get("cpus_per_task", 1)), "nodes": 1,
+                  "slurm_array_parallelism": max_parallel, "name": f"jb-{name}"}
+        if resources.get("gpus_per_node"):
+            params["gpus_per_node"] = int(resources["gpus_per_node"])
+        if resources.get("mem_gb"):
+            params["mem_gb"] = resources["mem_gb"]
+        if resources.get("partition"):
+            params["slurm_partition"] = resources["partition"]
+        executor.update_parameters(**params)
+        jobs = executor.map_array(run_entry, [str(list_file)] * len(entries), list(range(len(entries))),
+                                  [str(results)] * len(entries))
+        for job, entry in zip(jobs, entries):
+            try:
+                result = job.result()
+                outcomes.append(result[0] if isinstance(result, list) else result)
+            except Exception as exc:  # one failed array task must not stop the batch
+                outcomes.append({"run_key": entry.get("task"), "status": "crashed",
+                                 "error": f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"})
+    return outcomes

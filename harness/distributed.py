@@ -1,0 +1,67 @@
+"""One entry to data-parallel runs, whoever launched the processes.
+
+Understands torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``), MPICH's mpiexec (``PMI_RANK``/
+``PMI_SIZE``), Open MPI (``OMPI_COMM_WORLD_*``) and srun (``SLURM_PROCID``/``SLURM_NTASKS``/
+``SLURM_LOCALID``). gloo on CPUs, NCCL on GPUs.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import torch
+import torch.distributed as dist
+
+from joulebench.harness.context import DistInfo
+
+LAUNCHERS = (
+    ("RANK", "WORLD_SIZE", "LOCAL_RANK"),
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+)
+
+
+def detect() -> tuple[int, int, int]:
+    """(rank, world size, local rank) from the launcher's environment; (0, 1, 0) alone."""
+    for rank_var, size_var, local_var in LAUNCHERS:
+        if rank_var in os.environ and size_var in os.environ:
+            rank, size = int(os.environ[rank_var]), int(os.environ[size_var])
+            local = int(os.environ.get(local_var, rank))
+            return rank, size, local
+    return 0, 1, 0
+
+
+def init_distributed(device: str = "cpu") -> DistInfo:
+    """Join the process group (idempotent) and describe this rank."""
+    rank, size, local = detect()
+    if size == 1:
+        return DistInfo()
+    backend = "nccl" if device == "cuda" else "gloo"
+    if not dist.is_initialized():
+        os.environ.setdefault("MASTER_ADDR", _master_addr())
+        os.environ.setdefault("MASTER_PORT", "29511")
+        if device == "cuda":
+            torch.cuda.set_device(local)
+        dist.init_process_group(backend, rank=rank, world_size=size)
+    return DistInfo(rank=rank, world_size=size, local_rank=local, backend=backend)
+
+
+def _master_addr() -> str:
+    nodes = os.environ.get("SLURM_JOB_NODELIST", "")
+    if nodes and "[" not in nodes and "," not in nodes:
+        return nodes  # a single-node allocation; multi-node jobs export MASTER_ADDR themselves
+    return "127.0.0.1" if not nodes else socket.gethostname()
+
+
+def sum_over_ranks(values: list[float | None], first_on_node: bool) -> list[float | None]:
+    """Sum per-rank figures over the run; a rank that is not the first of its node adds nothing
+    for node-level sensors (``first_on_node`` False), so nothing is counted twice."""
+    if not dist.is_initialized():
+        return values
+    present = torch.tensor([0.0 if v is None else 1.0 for v in values], dtype=torch.float64)
+    data = torch.tensor([0.0 if v is None or not first_on_node else v for v in values], dtype=torch.float64)
+    dist.all_reduce(data)
+    dist.all_reduce(present)
+    return [float(d) if p > 0 else None for d, p in zip(data.tolist(), present.tolist())]

@@ -1,0 +1,131 @@
+"""Campaigns: expansion, resume after kill -9, data-parallel runs, SLURM scripts and executors."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from joulebench.cluster.campaign import Campaign, expand, resolve_all, resources
+from joulebench.cluster.slurm import freeze, sbatch_script, submitit_run
+from joulebench.harness.params import SpecError
+from joulebench.harness.registry import registry
+from joulebench.harness.store import Store
+
+VENV_BIN = Path(sys.executable).parent
+ENV = {**os.environ, "PATH": f"{VENV_BIN}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+
+GRID = """
+name = "{name}"
+[defaults]
+preset = "tiny"
+seeds = [0, 1]
+budget = {{ steps = {steps} }}
+world_sizes = {ws}
+[methods.backprop]
+method_params = {{ lr = 0.002 }}
+[[grid]]
+task = "ltsf"
+methods = ["backprop"]
+task_params = {{ batch_size = [16, 32] }}
+"""
+
+
+def write(tmp_path: Path, name: str = "c", steps: int = 5, ws: str = "[1]") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(GRID.format(name=name, steps=steps, ws=ws))
+    return path
+
+
+def cli(*args: str, timeout: float = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "joulebench.harness.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=ENV)
+
+
+def test_expansion_layers_campaign_method_and_block(tmp_path: Path) -> None:
+    registry()
+    specs = expand(Campaign.load(write(tmp_path)))
+    assert len(specs) == 4  # 2 batch sizes × 2 seeds
+    assert {s.method_params["lr"] for s in specs} == {0.002}  # the method layer applies
+    assert {s.task_params["batch_size"] for s in specs} == {16, 32}
+    assert len({r.run_key for r in resolve_all(specs)}) == 4
+
+
+@pytest.mark.parametrize("text, message", [
+    ('name = "x"\ngrid = []\nbogus = 1\n', "unknown key 'bogus'"),
+    ('name = "x"\n[[grid]]\ntask = "ltsf"\n', "grid.0.methods: Field required"),
+    ("name = [", "is not valid TOML"),
+])
+def test_bad_campaign_files_give_one_line_errors(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    with pytest.raises(SpecError, match=message) as info:
+        Campaign.load(path)
+    assert "\n" not in str(info.value)
+
+
+def test_killed_campaign_resumes_to_exactly_the_expected_rows(tmp_path: Path) -> None:
+    campaign, results = write(tmp_path, steps=150), tmp_path / "results"
+    driver = subprocess.Popen([sys.executable, "-m", "joulebench.harness.cli", "campaign", "run",
+                               str(campaign), "--results", str(results)], env=ENV,
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list((results / "runs").rglob("*.parquet"))) < 1:
+        time.sleep(0.2)
+    os.killpg(driver.pid, signal.SIGKILL)  # the driver and its worker, mid-campaign
+    driver.wait()
+    stored_before = len(Store(results).stored_keys())
+    assert 1 <= stored_before < 4
+    again = cli("campaign", "run", str(campaign), "--results", str(results))
+    assert again.returncode == 0, again.stderr
+    assert f"{stored_before} already stored, {4 - stored_before} to run" in again.stdout
+    keys = [r[0] for r in Store(results).execute("SELECT run_key FROM runs_all").fetchall()]
+    assert len(keys) == 4 and len(set(keys)) == 4
+    assert "0 to run" in cli("campaign", "run", str(campaign), "--results", str(results)).stdout
+
+
+@pytest.mark.parametrize("launcher", ["mpiexec", "torchrun"])
+def test_two_rank_data_parallel_run_stores_one_row_in_sync(tmp_path: Path, launcher: str) -> None:
+    path = tmp_path / "ddp.toml"
+    path.write_text('name = "ddp"\n[defaults]\npreset = "tiny"\nworld_sizes = [2]\n'
+                    'budget = { steps = 6 }\n[[grid]]\ntask = "ltsf"\nmethods = ["backprop"]\n')
+    done = cli("campaign", "run", str(path), "--results", str(tmp_path / "r"), "--launcher", launcher)
+    assert done.returncode == 0, done.stdout + done.stderr
+    rows = Store(tmp_path / "r").execute(
+        "SELECT world_size, status, x_param_spread_over_ranks, samples, local_batch, global_batch, "
+        "gradient_updates FROM runs").fetchall()
+    assert rows == [(2, "ok", 0.0, 6 * 32 * 2, 32, 64, 6)]
+
+
+def test_sbatch_script_holds_array_resources_and_srun(tmp_path: Path) -> None:
+    registry()
+    path = write(tmp_path, ws="[1, 2]")
+    text = path.read_text().replace("[defaults]", "[defaults]\ncpus_per_task = 4\ngpus_per_node = 1\n"
+                                    "mem_gb = 16\ntime_min = 90\npartition = \"gpu\"")
+    path.write_text(text)
+    campaign = Campaign.load(path)
+    specs = resolve_all(expand(campaign))
+    lists = freeze(specs, tmp_path / "results", campaign.name)
+    assert set(lists) == {1, 2}
+    script = sbatch_script(lists[2], 4, 2, tmp_path / "results", resources(campaign), 3, campaign.name)
+    for line in ("#SBATCH --array=0-3%3", "#SBATCH --ntasks-per-node=2", "#SBATCH --cpus-per-task=4",
+                 "#SBATCH --gpus-per-node=1", "#SBATCH --mem=16G", "#SBATCH --time=90",
+                 "#SBATCH --partition=gpu"):
+        assert line in script
+    assert f"srun {sys.executable} -m joulebench.cluster.array {lists[2]} \"$SLURM_ARRAY_TASK_ID\"" in script
+    assert len(json.loads(lists[2].read_text())) == 4
+
+
+@pytest.mark.parametrize("cluster", ["debug", "local"])
+def test_submitit_executors_run_the_array(tmp_path: Path, cluster: str) -> None:
+    registry()
+    specs = resolve_all(expand(Campaign.load(write(tmp_path))))[:2]
+    outcomes = submitit_run(specs, tmp_path / "results", {"time_min": 5}, 2, "t", cluster)
+    assert [o["status"] for o in outcomes] == ["ok", "ok"]
+    assert Store(tmp_path / "results").stored_keys() == {s.run_key for s in specs}
