@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,7 +45,8 @@ def run_parallel(spec: ResolvedSpec, results: Path, launcher: str) -> dict[str, 
     with tempfile.TemporaryDirectory(prefix="joulebench-launch-") as tmp:
         list_file = Path(tmp) / "runs.json"
         list_file.write_text(json.dumps([spec.model_dump(mode="json")]))
-        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1")}
+        env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"),
+               "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}  # torchrun sets its own
         try:
             done = subprocess.run(launch_command(list_file, results, spec.world_size, launcher),
                                   capture_output=True, text=True, timeout=spec.timeout_s + 60, env=env)
@@ -62,6 +64,12 @@ def run_parallel(spec: ResolvedSpec, results: Path, launcher: str) -> dict[str, 
                       time.perf_counter() - t0)
     store.write_run(row)
     return summary(row)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def _last_line(text: str) -> str:

@@ -121,6 +121,8 @@ class Runner:
 
                 ctx.samples = int(sum_over_ranks([float(ctx.samples)], True)[0] or 0)
         row.update(self._costs(spec, clock, ctx, time.perf_counter() - t0, device))
+        if registry().method(spec.method).search and self.dist.is_main:
+            row.update(self._earlier_trials(spec, started, row))
         row.update(status=status, error=error, traceback=tb, finished_at=now_utc())
         if self.store_rows and self.dist.is_main:
             curves = [{"run_key": spec.run_key, "task": spec.task, "method": spec.method,
@@ -203,6 +205,27 @@ class Runner:
                 out["extra_json"] = json.dumps(ctx.stats, sort_keys=True, default=str)
                 out.update({f"x_{k}": v for k, v in ctx.stats.items()
                             if isinstance(v, (int, float, str, bool))})
+        return out
+
+    def _earlier_trials(self, spec: ResolvedSpec, started: datetime, row: dict[str, Any]) -> dict[str, Any]:
+        """A search resumed after a crash also pays for the trials it ran before the crash."""
+        earlier = self.store.execute(
+            "SELECT count(*), sum(total_energy_j), sum(wall_s) FROM runs "
+            "WHERE parent_key = ? AND started_at < ?", [spec.run_key, started]).fetchone()
+        if not earlier[0]:
+            return {}
+        joules, seconds = earlier[1] or 0.0, earlier[2] or 0.0
+        note = (f"includes {earlier[0]} trials ({joules:.1f} J, {seconds:.1f} s) run before a restart; "
+                "per-device columns cover this attempt only")
+        notes = "; ".join(n for n in (row.get("energy_notes"), note) if n)
+        out = {"energy_notes": notes, "x_earlier_trials": earlier[0], "x_earlier_trials_energy_j": joules}
+        for key in ("train_energy_j", "total_energy_j"):
+            if row.get(key) is not None:
+                out[key] = row[key] + joules
+        g = self.intensity.g_per_kwh
+        out["co2_g"] = carbon.co2_grams(out.get("train_energy_j"), g)
+        out["co2_total_g"] = carbon.co2_grams(out.get("total_energy_j"), g)
+        out["train_s"] = (row.get("train_s") or 0.0) + seconds
         return out
 
     def _run_child(self, parent: ResolvedSpec, **overrides: Any) -> dict[str, Any]:

@@ -49,3 +49,78 @@ def test_search_space_rejects_unknown_and_unranged_parameters() -> None:
 def test_propulate_imports_beside_numpy_2() -> None:
     propulate, get_default_propagator = import_propulate()
     assert hasattr(propulate, "Islands") and callable(get_default_propagator)
+
+
+PROPULATE_CAMPAIGN = """
+name = "prop"
+[defaults]
+preset = "tiny"
+world_sizes = [2]
+[[grid]]
+task = "ltsf"
+methods = ["propulate"]
+method_params = {{ generations = {generations}, space = "lr" }}
+"""
+
+
+def _campaign(tmp_path: Path, generations: int) -> tuple[list[str], dict]:
+    import os
+    import sys
+
+    path = tmp_path / "prop.toml"
+    path.write_text(PROPULATE_CAMPAIGN.format(generations=generations))
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}", "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "joulebench.harness.cli", "campaign", "run", str(path),
+           "--results", str(tmp_path / "r"), "--launcher", "mpiexec"]
+    return cmd, env
+
+
+def _rows(tmp_path: Path) -> list[tuple]:
+    return Store(tmp_path / "r").execute(
+        "SELECT parent_key, status, samples, train_energy_j FROM runs").fetchall()
+
+
+def test_two_rank_propulate_search_leaves_a_parent_and_its_trials(tmp_path: Path) -> None:
+    import subprocess
+
+    cmd, env = _campaign(tmp_path, generations=3)
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = _rows(tmp_path)
+    parents = [r for r in rows if r[0] is None]
+    children = [r for r in rows if r[0] is not None]
+    assert len(parents) == 1 and parents[0][1] == "ok"
+    assert len(children) == 2 * 3  # two workers, three generations each
+    assert parents[0][2] == sum(c[2] for c in children)  # samples of every trial, both ranks
+    assert parents[0][3] >= sum(c[3] for c in children)  # and their energy
+
+
+def test_killed_propulate_search_resumes_from_its_checkpoint(tmp_path: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import time
+
+    cmd, env = _campaign(tmp_path, generations=6)
+    driver = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              start_new_session=True)
+    runs = tmp_path / "r" / "runs"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(runs.rglob("*.parquet"))) < 4:
+        time.sleep(0.1)
+    os.killpg(driver.pid, signal.SIGKILL)
+    driver.wait()
+    # mpiexec's ranks live in sessions of their own: kill whatever still works on this store
+    subprocess.run(["pkill", "-9", "-f", str(tmp_path / "r")], check=False)
+    time.sleep(0.5)
+    before = len(list(runs.rglob("*.parquet")))
+    assert 4 <= before < 12 and list((tmp_path / "r" / "work").rglob("island_0_ckpt.pickle"))
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = _rows(tmp_path)
+    children = [r for r in rows if r[0] is not None]
+    parent = [r for r in rows if r[0] is None][0]
+    assert len(children) <= 12  # resumed, not restarted: no generation is evaluated twice
+    earlier = Store(tmp_path / "r").execute(
+        "SELECT x_earlier_trials FROM runs WHERE parent_key IS NULL").fetchone()[0]
+    assert parent[1] == "ok" and earlier >= 1  # and it pays for the trials before the kill
