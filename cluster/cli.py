@@ -66,10 +66,9 @@ def _varied(specs) -> set[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from tqdm import tqdm
-
     from joulebench.cluster.campaign import resources
     from joulebench.cluster.local import run_local
+    from tqdm import tqdm
 
     campaign, specs, store, done = _load(args)
     todo = [s for s in specs if s.run_key not in done]

@@ -12,7 +12,6 @@ import socket
 
 import torch
 import torch.distributed as dist
-
 from joulebench.harness.context import DistInfo
 
 LAUNCHERS = (

@@ -11,7 +11,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from joulebench.cluster.campaign import Campaign, expand, resolve_all, resources
 from joulebench.cluster.slurm import freeze, sbatch_script, submitit_run
 from joulebench.harness.params import SpecError
