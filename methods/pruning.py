@@ -55,16 +55,23 @@ def weight_counts(model: nn.Module) -> tuple[int, int]:
 
 
 def count_macs(model: nn.Module, inputs: tuple) -> float:
-    """Multiply-accumulates of one forward pass (torch's FLOP counter; a MAC is two FLOPs).
+    """Multiply-accumulates of one forward pass, counted per module from its shapes
+    (torch-pruning's counter; attention included).
 
     Counts dense operations: unstructured zeros still cost MACs on dense kernels, which is the
-    point the pruning study makes about unstructured sparsity.
+    point the pruning study makes about unstructured sparsity. (torch's FlopCounterMode was not
+    used: after torch-pruning rewires attention, its batched matmuls escape that counter.)
     """
-    from torch.utils.flop_counter import FlopCounterMode
+    import torch_pruning as tp
 
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(*inputs)
-    return counter.get_total_flops() / 2
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            macs, _ = tp.utils.count_ops_and_params(model, inputs)
+    finally:
+        model.train(was_training)
+    return float(macs)
 
 
 def latency(model: nn.Module, inputs: tuple, repeats: int, warmup: int = 5) -> float:
