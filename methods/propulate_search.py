@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import logging
 import math
+import pickle
 import random
 import sys
 import types
+from pathlib import Path
 from typing import Any
 
 from joulebench.harness.context import TrainContext
@@ -114,13 +116,35 @@ class PropulateSearch(Method):
         propagator = get_default_propagator(
             self.hp.pop_size, limits_for(space), self.hp.crossover_prob, self.hp.mutation_prob,
             self.hp.random_init_prob, rng=rng)
+        checkpoint = ctx.work_dir / "propulate"
+        if comm.rank == 0:
+            discard_partial_checkpoints(checkpoint, comm.size // min(self.hp.islands, comm.size))
+        comm.barrier()
         islands = propulate.Islands(
             loss_fn, propagator, rng, generations=self.hp.generations,
             num_islands=min(self.hp.islands, comm.size), migration_probability=self.hp.migration_probability,
-            pollination=self.hp.pollination, checkpoint_path=ctx.work_dir / "propulate")
+            pollination=self.hp.pollination, checkpoint_path=checkpoint)
         islands.propulate(logging_interval=10**9, debug=0)
         others = comm.allgather(_portable(tracker.best))
         tracker.finish([row for row in others if row is not None])
+
+
+def discard_partial_checkpoints(path: Path, workers_per_island: int) -> None:
+    """Set aside checkpoints in which some worker has no individual yet.
+
+    propulate 1.2 resumes each worker from its own last generation in the checkpoint and fails
+    (ValueError on an empty max) for a worker that has none, leaving the other workers waiting in
+    a barrier for ever. Such an early checkpoint holds little: the search starts afresh instead.
+    """
+    for file in sorted(path.glob("island_*_ckpt.pickle")) + sorted(path.glob("island_*_ckpt.bkp")):
+        try:
+            with open(file, "rb") as fh:
+                population = pickle.load(fh)
+            ranks = {ind.rank for ind in population}
+        except Exception:  # unreadable (killed while writing): worthless
+            ranks = set()
+        if not set(range(workers_per_island)) <= ranks:
+            file.rename(file.with_name(file.name + ".partial"))
 
 
 def _portable(row: dict[str, Any] | None) -> dict[str, Any] | None:
