@@ -19,6 +19,11 @@ from joulebench.harness.worker import summary
 
 def run_entry(list_file: str, index: int, results: str) -> dict[str, Any]:
     spec = ResolvedSpec.model_validate(json.loads(Path(list_file).read_text())[int(index)])
+    return run_spec(spec, results)
+
+
+def run_spec(spec: ResolvedSpec, results: str | Path) -> dict[str, Any]:
+    """Run one spec on this rank (every rank of a data-parallel run calls it; rank 0 stores)."""
     store = Store(Path(results))
     if spec.world_size > 1:
         try:  # submitit's multi-task jobs: export RANK/WORLD_SIZE/MASTER_* for torch.distributed

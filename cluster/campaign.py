@@ -9,6 +9,7 @@ block's ``task_params`` / ``method_params`` expand as a Cartesian product; ``see
 from __future__ import annotations
 
 import itertools
+import json
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ class Settings(BaseModel):
     mem_gb: float | None = None
     time_min: int | None = None
     partition: str | None = None
+    setup: list[str] | None = None  # shell lines before srun, e.g. "module load mpi/openmpi"
 
 
 class GridBlock(Settings):
@@ -86,17 +88,22 @@ def _product(params: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo)) for combo in itertools.product(*choices)]
 
 
-def expand(campaign: Campaign) -> list[RunSpec]:
-    """Every run the campaign asks for, in a stable order."""
-    specs = []
+RESOURCE_KEYS = ("cpus_per_task", "gpus_per_node", "mem_gb", "time_min", "partition", "setup")
+
+
+def expand_runs(campaign: Campaign) -> list[tuple[RunSpec, dict[str, Any]]]:
+    """Every run the campaign asks for, in a stable order, with its cluster resources (layered
+    like everything else: campaign defaults < method section < grid block)."""
+    runs = []
     for block in campaign.grid:
         for method in block.methods:
             merged = _merge(campaign.defaults, campaign.methods.get(method, Settings()), block)
+            res = {k: merged[k] for k in RESOURCE_KEYS if k in merged}
             for task_params in _product(merged["task_params"]):
                 for method_params in _product(merged["method_params"]):
                     for world_size in merged.get("world_sizes", [1]):
                         for seed in merged.get("seeds", [0]):
-                            specs.append(RunSpec.parse({
+                            runs.append((RunSpec.parse({
                                 "task": block.task, "method": method,
                                 "preset": merged.get("preset", "tiny"),
                                 "task_params": task_params, "method_params": method_params,
@@ -104,14 +111,38 @@ def expand(campaign: Campaign) -> list[RunSpec]:
                                 "device": merged.get("device", "cpu"), "world_size": world_size,
                                 "campaign": campaign.name, "eval_every": merged.get("eval_every"),
                                 "timeout_s": merged.get("timeout_s"),
-                            }))
-    return specs
+                            }), res))
+    return runs
+
+
+def expand(campaign: Campaign) -> list[RunSpec]:
+    """Every run the campaign asks for, in a stable order."""
+    return [spec for spec, _ in expand_runs(campaign)]
 
 
 def resources(campaign: Campaign) -> dict[str, Any]:
     """Cluster resources of the campaign's defaults (per array task)."""
-    return {k: v for k, v in campaign.defaults.model_dump(exclude_none=True).items()
-            if k in ("cpus_per_task", "gpus_per_node", "mem_gb", "time_min", "partition")}
+    return {k: v for k, v in campaign.defaults.model_dump(exclude_none=True).items() if k in RESOURCE_KEYS}
+
+
+def resolve_runs(campaign: Campaign) -> list[tuple[ResolvedSpec, dict[str, Any]]]:
+    """Resolved runs with their resources; a run named twice runs once (its first resources)."""
+    out, seen = [], set()
+    for spec, res in expand_runs(campaign):
+        r = resolve(spec)
+        if r.run_key not in seen:
+            seen.add(r.run_key)
+            out.append((r, res))
+    return out
+
+
+def resource_groups(runs: list[tuple[ResolvedSpec, dict[str, Any]]]
+                    ) -> list[tuple[dict[str, Any], list[ResolvedSpec]]]:
+    """Runs grouped by identical resources (one SLURM array per group and world size)."""
+    groups: dict[str, tuple[dict[str, Any], list[ResolvedSpec]]] = {}
+    for spec, res in runs:
+        groups.setdefault(json.dumps(res, sort_keys=True), (res, []))[1].append(spec)
+    return list(groups.values())
 
 
 def resolve_all(specs: list[RunSpec]) -> list[ResolvedSpec]:

@@ -1,4 +1,4 @@
-"""``joulebench campaign plan|run|sbatch FILE`` and ``joulebench scaling``."""
+"""``joulebench campaign plan|run|sbatch FILE``, ``joulebench scaling`` and ``joulebench perun-import``."""
 
 from __future__ import annotations
 
@@ -22,32 +22,38 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "run":
             c.add_argument("-j", "--jobs", type=int, default=1, help="worker processes on this machine")
             c.add_argument("--executor", default="local",
-                           choices=("local", "submitit-local", "submitit-debug", "slurm"))
+                           choices=("local", "submitit-local", "submitit-debug", "slurm", "sbatch"),
+                           help="sbatch: write plain sbatch array scripts (as `campaign sbatch`), submit nothing")
             c.add_argument("--launcher", default="torchrun", choices=("torchrun", "mpiexec"),
                            help="how the local executor starts data-parallel runs")
-        if name == "sbatch":
+        if name in ("sbatch", "run"):
             c.add_argument("--out", type=Path, default=None, help="directory for the scripts")
     p = sub.add_parser("scaling", help="fit energy against device-hours (the energy-scaling study)")
     add_common(p)
     p.add_argument("--task", default=None)
     p.add_argument("--campaign", default=None)
     p.set_defaults(func=cmd_scaling)
+    p = sub.add_parser("perun-import", help="write a perun JSON report's energy into the rows it covered")
+    p.add_argument("report", type=Path, help="perun report written with --format json")
+    add_common(p)
+    p.set_defaults(func=cmd_perun_import)
 
 
 def _load(args: argparse.Namespace):
-    from joulebench.cluster.campaign import Campaign, expand, resolve_all
+    from joulebench.cluster.campaign import Campaign, resolve_runs
     from joulebench.harness.registry import registry
     from joulebench.harness.store import Store
 
     registry(args.plugin)
     campaign = Campaign.load(args.file)
-    specs = resolve_all(expand(campaign))
+    runs = resolve_runs(campaign)  # (spec, cluster resources) pairs
     store = Store(results_dir(args))
-    return campaign, specs, store, store.stored_keys()
+    return campaign, runs, store, store.stored_keys()
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    campaign, specs, _, done = _load(args)
+    campaign, runs, _, done = _load(args)
+    specs = [s for s, _ in runs]
     for s in specs:
         mark = "stored " if s.run_key in done else "missing"
         params = ",".join(f"{k}={v}" for k, v in {**s.method_params}.items() if k in _varied(specs))
@@ -66,16 +72,19 @@ def _varied(specs) -> set[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from joulebench.cluster.campaign import resources
+    from joulebench.cluster.campaign import resource_groups
     from joulebench.cluster.local import run_local
     from tqdm import tqdm
 
-    campaign, specs, store, done = _load(args)
-    todo = [s for s in specs if s.run_key not in done]
-    print(f"campaign {campaign.name}: {len(specs)} runs, {len(specs) - len(todo)} already stored, "
+    campaign, runs, store, done = _load(args)
+    pending = [(s, r) for s, r in runs if s.run_key not in done]
+    todo = [s for s, _ in pending]
+    print(f"campaign {campaign.name}: {len(runs)} runs, {len(runs) - len(todo)} already stored, "
           f"{len(todo)} to run", flush=True)
     if not todo:
         return 0
+    if args.executor == "sbatch":
+        return write_sbatch(campaign, pending, store.root, args.out)
     if args.executor == "local":
         bar = tqdm(total=len(todo), desc=campaign.name, unit="run", file=sys.stderr, disable=None)
 
@@ -89,8 +98,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         from joulebench.cluster.slurm import submitit_run
 
         cluster = {"slurm": None, "submitit-local": "local", "submitit-debug": "debug"}[args.executor]
-        results = submitit_run(todo, store.root, resources(campaign), campaign.max_parallel,
-                               campaign.name, cluster)
+        groups = resource_groups(pending)
+        results = []
+        for i, (res, specs) in enumerate(groups):  # one array per resource set and world size
+            label = campaign.name if len(groups) == 1 else f"{campaign.name}-r{i}"
+            results += submitit_run(specs, store.root, res, campaign.max_parallel, label, cluster)
         for result in results:
             print(format_summary(result) if "task" in result else f"{result['status']}: {result['error']}")
     failed = [r for r in results if r.get("status") != "ok"]
@@ -99,22 +111,30 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_sbatch(args: argparse.Namespace) -> int:
-    from joulebench.cluster.campaign import resources
-    from joulebench.cluster.slurm import freeze, sbatch_script
-
-    campaign, specs, store, done = _load(args)
-    todo = [s for s in specs if s.run_key not in done]
-    if not todo:
+    campaign, runs, store, done = _load(args)
+    pending = [(s, r) for s, r in runs if s.run_key not in done]
+    if not pending:
         print(f"campaign {campaign.name}: nothing to run")
         return 0
-    out = args.out or store.root / "slurm"
+    return write_sbatch(campaign, pending, store.root, args.out)
+
+
+def write_sbatch(campaign, pending, root: Path, out: Path | None) -> int:
+    """One sbatch array script per resource set and world size; prints how to submit them."""
+    from joulebench.cluster.campaign import resource_groups
+    from joulebench.cluster.slurm import freeze, sbatch_script
+
+    root = root.resolve()
+    out = out or root / "slurm"
     out.mkdir(parents=True, exist_ok=True)
-    for ws, list_file in freeze(todo, store.root.resolve(), campaign.name).items():
-        n = sum(s.world_size == ws for s in todo)
-        script = out / f"{campaign.name}-ws{ws}.sbatch"
-        script.write_text(sbatch_script(list_file, n, ws, store.root.resolve(), resources(campaign),
-                                        campaign.max_parallel, campaign.name))
-        print(f"wrote {script} ({n} runs): submit with  sbatch {script}")
+    groups = resource_groups(pending)
+    for i, (res, specs) in enumerate(groups):
+        label = campaign.name if len(groups) == 1 else f"{campaign.name}-r{i}"
+        for ws, list_file in freeze(specs, root, label).items():
+            n = sum(s.world_size == ws for s in specs)
+            script = out / f"{label}-ws{ws}.sbatch"
+            script.write_text(sbatch_script(list_file, n, ws, root, res, campaign.max_parallel, label))
+            print(f"wrote {script} ({n} runs): submit with  sbatch {script}")
     return 0
 
 
@@ -123,4 +143,16 @@ def cmd_scaling(args: argparse.Namespace) -> int:
 
     fit = fit_energy_vs_device_hours(results_dir(args), args.task, args.campaign)
     print(fit.describe())
+    return 0
+
+
+def cmd_perun_import(args: argparse.Namespace) -> int:
+    from joulebench.cluster.perun import import_report
+
+    entries = import_report(args.report, results_dir(args))
+    for e in entries:
+        note = "" if e["updated"] else " (not written: compacted store)"
+        print(f"{e['run_key']} perun run {e['perun_run']}: {e['energy_j']:.1f} J "
+              f"(share {e['share']:.3f}){note}")
+    print(f"{sum(e['updated'] for e in entries)} rows updated from {args.report}")
     return 0

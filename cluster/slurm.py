@@ -3,8 +3,17 @@
 Both freeze the list of missing runs into ``<results>/campaigns/<name>-<stamp>-ws<N>.json`` at
 submission, so array index i always means the same run, and group runs by world size (one array
 per size: an array task has one shape). Each array task starts ``world_size`` tasks with srun;
-every rank runs ``joulebench.cluster.launch`` and rank 0 stores the row. A failed array task does
-not stop the others; its row says why, and re-submitting the campaign runs only what is missing.
+every rank runs ``joulebench.cluster.array`` (entry i of the list; ``joulebench.cluster.launch``
+does the same for one spec file) and rank 0 stores the row. A failed array task does not stop
+the others; its row says why, and re-submitting the campaign runs only what is missing.
+
+MPI on clusters: the script needs no MPI wheel. srun starts the ranks and sets ``SLURM_PROCID``/
+``SLURM_NTASKS``/``SLURM_LOCALID``, which ``init_distributed`` reads; torch.distributed then uses
+NCCL (GPUs) or gloo (CPUs), not MPI. Methods that use mpi4py (Propulate, AB-training) must load
+the site's MPI (e.g. ``module load mpi/openmpi``) and an mpi4py built or configured for it
+(``MPI4PY_MPIABI``); never the ``mpich`` wheel beside a site Open MPI. Such lines go in
+``setup = ["module load …"]`` of the campaign's ``[defaults]``: they run before ``srun`` in the
+sbatch script and through submitit's ``slurm_setup``.
 """
 
 from __future__ import annotations
@@ -46,7 +55,7 @@ def sbatch_script(list_file: Path, n: int, world_size: int, results: Path, resou
         lines.append(f"#SBATCH --time={int(resources['time_min'])}")
     if resources.get("partition"):
         lines.append(f"#SBATCH --partition={resources['partition']}")
-    lines += ["", "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}",
+    lines += ["", *resources.get("setup", []), "export OMP_NUM_THREADS=${SLURM_CPUS_PER_TASK:-1}",
               f"mkdir -p {shlex.quote(str(results))}/slurm",
               f"srun {shlex.quote(python)} -m joulebench.cluster.array {shlex.quote(str(list_file))} "
               f"\"$SLURM_ARRAY_TASK_ID\" {shlex.quote(str(results))}", ""]
@@ -72,6 +81,8 @@ def submitit_run(specs: list[ResolvedSpec], results: Path, resources: dict[str, 
             params["mem_gb"] = resources["mem_gb"]
         if resources.get("partition"):
             params["slurm_partition"] = resources["partition"]
+        if resources.get("setup") and cluster is None:  # shell lines before srun (site MPI modules)
+            params["slurm_setup"] = list(resources["setup"])
         executor.update_parameters(**params)
         jobs = executor.map_array(run_entry, [str(list_file)] * len(entries), list(range(len(entries))),
                                   [str(results)] * len(entries))

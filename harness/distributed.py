@@ -54,6 +54,18 @@ def _master_addr() -> str:
     return "127.0.0.1" if not nodes else socket.gethostname()
 
 
+def node_count(dist_info: DistInfo | None = None) -> int:
+    """Nodes the run spans: 1 for a single process, else the ranks with local rank 0 counted over
+    the process group (collective: every rank calls it); without a group, SLURM's node count."""
+    if dist_info is not None and dist_info.world_size == 1:
+        return 1
+    if dist_info is not None and dist.is_initialized():
+        first = torch.tensor([1.0 if dist_info.local_rank == 0 else 0.0], dtype=torch.float64)
+        dist.all_reduce(first)
+        return max(1, int(first.item()))
+    return int(os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or 1)
+
+
 def sum_over_ranks(values: list[float | None], first_on_node: bool) -> list[float | None]:
     """Sum per-rank figures over the run; a rank that is not the first of its node adds nothing
     for node-level sensors (``first_on_node`` False), so nothing is counted twice."""

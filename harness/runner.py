@@ -7,7 +7,6 @@ and the result row. Isolation from crashes is the worker's job (``harness.worker
 from __future__ import annotations
 
 import json
-import os
 import random
 import time
 import traceback
@@ -20,6 +19,7 @@ import numpy as np
 import torch
 from joulebench.harness import carbon
 from joulebench.harness.context import DistInfo, Diverged, TrainContext, evaluate_model
+from joulebench.harness.distributed import node_count
 from joulebench.harness.phases import PhaseClock
 from joulebench.harness.provenance import provenance
 from joulebench.harness.registry import registry
@@ -186,7 +186,7 @@ class Runner:
             "co2_total_g": carbon.co2_grams(total_j, g),
             "carbon_intensity_g_per_kwh": g, "carbon_region": self.intensity.region,
             "carbon_source": self.intensity.source,
-            "nodes": int(os.environ.get("SLURM_JOB_NUM_NODES") or os.environ.get("SLURM_NNODES") or 1),
+            "nodes": node_count(self.dist),
             "device_hours": spec.world_size * wall_s / 3600.0,
         }
         peak, source = peak_memory(device)

@@ -11,7 +11,14 @@ import time
 from pathlib import Path
 
 import pytest
-from joulebench.cluster.campaign import Campaign, expand, resolve_all, resources
+from joulebench.cluster.campaign import (
+    Campaign,
+    expand,
+    resolve_all,
+    resolve_runs,
+    resource_groups,
+    resources,
+)
 from joulebench.cluster.slurm import freeze, sbatch_script, submitit_run
 from joulebench.harness.params import SpecError
 from joulebench.harness.registry import registry
@@ -70,13 +77,13 @@ def test_bad_campaign_files_give_one_line_errors(tmp_path: Path, text: str, mess
 
 
 def test_killed_campaign_resumes_to_exactly_the_expected_rows(tmp_path: Path) -> None:
-    campaign, results = write(tmp_path, steps=150), tmp_path / "results"
+    campaign, results = write(tmp_path, steps=60), tmp_path / "results"
     driver = subprocess.Popen([sys.executable, "-m", "joulebench.harness.cli", "campaign", "run",
                                str(campaign), "--results", str(results)], env=ENV,
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.time() + 120
     while time.time() < deadline and len(list((results / "runs").rglob("*.parquet"))) < 1:
-        time.sleep(0.2)
+        time.sleep(0.05)
     os.killpg(driver.pid, signal.SIGKILL)  # the driver and its worker, mid-campaign
     driver.wait()
     stored_before = len(Store(results).stored_keys())
@@ -97,9 +104,9 @@ def test_two_rank_data_parallel_run_stores_one_row_in_sync(tmp_path: Path, launc
     done = cli("campaign", "run", str(path), "--results", str(tmp_path / "r"), "--launcher", launcher)
     assert done.returncode == 0, done.stdout + done.stderr
     rows = Store(tmp_path / "r").execute(
-        "SELECT world_size, status, x_param_spread_over_ranks, samples, local_batch, global_batch, "
-        "gradient_updates FROM runs").fetchall()
-    assert rows == [(2, "ok", 0.0, 6 * 32 * 2, 32, 64, 6)]
+        "SELECT world_size, nodes, status, x_param_spread_over_ranks, samples, local_batch, global_batch, "
+        "gradient_updates, round(device_hours * 3600 / wall_s, 6) FROM runs").fetchall()
+    assert rows == [(2, 1, "ok", 0.0, 6 * 32 * 2, 32, 64, 6, 2.0)]  # device-hours = 2 ranks × wall
 
 
 def test_sbatch_script_holds_array_resources_and_srun(tmp_path: Path) -> None:
@@ -128,3 +135,40 @@ def test_submitit_executors_run_the_array(tmp_path: Path, cluster: str) -> None:
     outcomes = submitit_run(specs, tmp_path / "results", {"time_min": 5}, 2, "t", cluster)
     assert [o["status"] for o in outcomes] == ["ok", "ok"]
     assert Store(tmp_path / "results").stored_keys() == {s.run_key for s in specs}
+
+
+def test_resources_are_layered_and_split_the_arrays(tmp_path: Path) -> None:
+    registry()
+    path = write(tmp_path, ws="[1, 2]")
+    path.write_text(path.read_text().replace("[defaults]", '[defaults]\ncpus_per_task = 2\ntime_min = 30\n'
+                                             'setup = ["module load mpi/openmpi"]')
+                    .replace("[methods.backprop]", "[methods.backprop]\ntime_min = 45")
+                    + '[[grid]]\ntask = "ltsf"\nmethods = ["backprop"]\nseeds = [7]\nworld_sizes = [1]\n'
+                      'gpus_per_node = 1\n')
+    groups = resource_groups(resolve_runs(Campaign.load(path)))
+    assert [(res, len(specs)) for res, specs in groups] == [
+        ({"cpus_per_task": 2, "time_min": 45, "setup": ["module load mpi/openmpi"]}, 8),
+        ({"cpus_per_task": 2, "time_min": 45, "setup": ["module load mpi/openmpi"], "gpus_per_node": 1}, 1)]
+    out = tmp_path / "scripts"
+    done = cli("campaign", "run", str(path), "--executor", "sbatch", "--results", str(tmp_path / "r"),
+               "--out", str(out))
+    assert done.returncode == 0, done.stderr
+    scripts = sorted(p.name for p in out.iterdir())
+    assert scripts == ["c-r0-ws1.sbatch", "c-r0-ws2.sbatch", "c-r1-ws1.sbatch"]
+    text = (out / "c-r1-ws1.sbatch").read_text()
+    assert "#SBATCH --array=0-0%32" in text and "#SBATCH --gpus-per-node=1" in text
+    assert text.index("module load mpi/openmpi") < text.index("\nsrun ")
+    assert "--gpus-per-node" not in (out / "c-r0-ws2.sbatch").read_text()
+    assert not (tmp_path / "r" / "runs").exists()  # sbatch writes scripts, runs nothing here
+
+
+def test_plan_lists_stored_and_missing(tmp_path: Path) -> None:
+    done = cli("campaign", "plan", str(write(tmp_path)), "--results", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("missing ") == 4
+    assert "campaign c: 4 runs, 0 stored, 4 to run" in done.stdout
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "x"\n[defaults]\nseed = 3\n[[grid]]\ntask = "ltsf"\nmethods = ["backprop"]\n')
+    failed = cli("campaign", "plan", str(bad))
+    assert failed.returncode != 0
+    assert len(failed.stderr.strip().splitlines()) == 1 and "seed" in failed.stderr
