@@ -9,7 +9,7 @@ from joulebench.harness.context import TrainContext
 from joulebench.harness.method import Method
 from joulebench.harness.params import Param
 from joulebench.harness.registry import register_method
-from joulebench.methods.search import SEARCH_PARAMS, Tracker, search_space
+from joulebench.methods.search import SEARCH_PARAMS, Tracker, run_trial, search_space
 
 
 def suggest(trial, name: str, p: Param):
@@ -54,7 +54,7 @@ class OptunaSearch(Method):
         import optuna
 
         optuna.logging.set_verbosity(logging.WARNING)
-        space = search_space(self.hp.inner, self.hp.space)
+        space = search_space(self.hp.inner, self.hp.space, ctx.spec.task)
         seed = ctx.spec.seed * 1000 + ctx.dist.rank
         sampler = (optuna.samplers.TPESampler(seed=seed) if self.hp.sampler == "tpe"
                    else optuna.samplers.RandomSampler(seed=seed))
@@ -68,7 +68,7 @@ class OptunaSearch(Method):
                 break
             trial = study.ask()
             params = {name: suggest(trial, name, p) for name, p in space.items()}
-            row = ctx.run_child(method=self.hp.inner, method_params=params)
+            row = run_trial(ctx, self.hp.inner, params)
             loss = tracker.add(row, params)
             if row.get("status") == "ok" and loss != float("inf"):
                 study.tell(trial, loss)

@@ -21,7 +21,7 @@ from joulebench.harness.context import TrainContext
 from joulebench.harness.method import Method
 from joulebench.harness.params import Param
 from joulebench.harness.registry import register_method
-from joulebench.methods.search import SEARCH_PARAMS, Tracker, search_space
+from joulebench.methods.search import SEARCH_PARAMS, Tracker, run_trial, search_space
 
 
 def import_propulate():
@@ -105,13 +105,13 @@ class PropulateSearch(Method):
             raise RuntimeError("propulate needs at least 2 MPI ranks (with one, propulate 1.2 blocks "
                                "handing its checkpoint to itself): run it with world_size >= 2, "
                                "e.g. mpiexec -n 2 through the campaign launcher")
-        space = search_space(self.hp.inner, self.hp.space)
+        space = search_space(self.hp.inner, self.hp.space, ctx.spec.task)
         rng = random.Random(ctx.spec.seed * 1000 + comm.rank)
         tracker = Tracker(ctx)
 
         def loss_fn(individual) -> float:
             params = decode(space, individual)
-            return tracker.add(ctx.run_child(method=self.hp.inner, method_params=params), params)
+            return tracker.add(run_trial(ctx, self.hp.inner, params), params)
 
         propagator = get_default_propagator(
             self.hp.pop_size, limits_for(space), self.hp.crossover_prob, self.hp.mutation_prob,

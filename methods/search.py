@@ -17,26 +17,38 @@ from joulebench.harness.registry import registry
 
 SEARCH_PARAMS = {
     "inner": Param("backprop", help="the method whose parameters are searched"),
-    "space": Param("lr", help="comma-separated parameters of the inner method; 'all': every searchable one"),
+    "space": Param("lr", help="comma-separated parameters of the inner method (task.NAME: of the task); 'all': every searchable one of the method"),
 }
 
 
-def search_space(inner: str, names: str) -> dict[str, Param]:
-    """The inner method's declared ranges for the named parameters."""
+def search_space(inner: str, names: str, task: str | None = None) -> dict[str, Param]:
+    """The declared ranges of the named parameters: the inner method's, or the task's when the
+    name starts with ``task.`` (a forecaster choice, a sampling spread: AutoPQ searches both)."""
     declared = registry().method(inner).params
     wanted = [n for n, p in declared.items() if p.searchable] if names.strip() == "all" else \
         [n.strip() for n in names.split(",") if n.strip()]
     space = {}
     for name in wanted:
-        if name not in declared:
-            raise SpecError(f"method {inner!r} has no parameter {name!r} to search; "
-                            f"allowed: {', '.join(n for n, p in declared.items() if p.searchable)}")
-        if not declared[name].searchable:
-            raise SpecError(f"parameter {name!r} of {inner!r} declares no range or choices")
-        space[name] = declared[name]
+        owner, table = (f"task {task!r}", registry().task(task).params) if name.startswith("task.") and task \
+            else (f"method {inner!r}", declared)
+        key = name.removeprefix("task.") if table is not declared else name
+        if key not in table:
+            raise SpecError(f"{owner} has no parameter {key!r} to search; "
+                            f"allowed: {', '.join(n for n, p in table.items() if p.searchable)}")
+        if not table[key].searchable:
+            raise SpecError(f"parameter {key!r} of {owner} declares no range or choices")
+        space[name] = table[key]
     if not space:
         raise SpecError("the search space is empty")
     return space
+
+
+def run_trial(ctx: TrainContext, inner: str, params: dict[str, Any]) -> dict[str, Any]:
+    """One trial as a child run; ``task.``-prefixed values go to the task's parameters."""
+    task_params = {k.removeprefix("task."): v for k, v in params.items() if k.startswith("task.")}
+    method_params = {k: v for k, v in params.items() if not k.startswith("task.")}
+    return ctx.run_child(method=inner, method_params=method_params,
+                         task_params={**ctx.spec.task_params, **task_params})
 
 
 def trial_loss(row: dict[str, Any], ctx: TrainContext) -> float:

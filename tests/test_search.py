@@ -139,3 +139,17 @@ def test_killed_propulate_search_resumes_from_its_checkpoint(tmp_path: Path) -> 
     earlier = Store(tmp_path / "r").execute(
         "SELECT x_earlier_trials FROM runs WHERE parent_key IS NULL").fetchone()[0]
     assert parent[1] == "ok" and earlier >= 1  # and it pays for the trials before the kill
+
+
+def test_autopq_search_over_forecaster_and_spread_charges_every_trial(results: Path) -> None:
+    spec = resolve(RunSpec(task="load", method="optuna", preset="tiny",
+                           method_params={"trials": 3, "space": "lr,task.model,task.spread"}))
+    row = Runner(Store(results)).run(spec)
+    assert row["status"] == "ok", row["error"]
+    children = Store(results).execute("SELECT p_model, p_spread, total_energy_j FROM runs "
+                                      "WHERE parent_key = ?", [spec.run_key]).fetchall()
+    assert len(children) == 3 and len({c[1] for c in children}) == 3
+    best = json.loads(row["x_best_params"])
+    assert set(best) == {"lr", "task.model", "task.spread"}
+    with pytest.raises(ValueError, match="task 'load' has no parameter 'nope'"):
+        search_space("backprop", "task.nope", "load")
