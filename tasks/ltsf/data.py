@@ -96,8 +96,8 @@ def make_ett_like(n_rows: int, seed: int = 0, start: str = "2016-07-01") -> pd.D
 def time_features(dates: pd.Series) -> np.ndarray:
     """Calendar features in [-0.5, 0.5] (the "timeF" encoding of the LTSF code, hourly)."""
     d = pd.DatetimeIndex(dates)
-    return np.stack([d.hour / 23.0 - 0.5, d.dayofweek / 6.0 - 0.5, (d.day - 1) / 30.0 - 0.5,
-                     (d.dayofyear - 1) / 365.0 - 0.5], axis=1).astype(np.float32)
+    return np.stack([d.hour / 23.0 - 0.5, d.day_of_week / 6.0 - 0.5, (d.day - 1) / 30.0 - 0.5,
+                     (d.day_of_year - 1) / 365.0 - 0.5], axis=1).astype(np.float32)
 
 
 @dataclass

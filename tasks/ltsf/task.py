@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from functools import lru_cache
+
+import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
@@ -10,21 +12,34 @@ from torch.utils.data import DataLoader, Dataset
 from joulebench.harness.params import Param
 from joulebench.harness.registry import register_task
 from joulebench.harness.task import Batch, Preset, Task
-from joulebench.tasks.ltsf import data
+from joulebench.tasks.ltsf import calendar, data
 from joulebench.tasks.ltsf.zoo import MODELS
 
 EVAL_BATCH = 256
+MAPE_EPS = 1e-6
+"""Target values with a smaller magnitude (unscaled) are left out of MAPE."""
 
 
 @lru_cache(maxsize=8)
 def _splits(dataset: str, data_dir: str, n_rows: int, seed: int, seq_len: int, label_len: int,
-            pred_len: int, features: str, target: str, mtime: float):
-    """Parsed, scaled splits, cached per worker so a campaign reads each file once."""
+            pred_len: int, features: str, target: str, mtime: float, holiday_country: str = ""):
+    """Parsed, scaled splits, cached per worker so a campaign reads each file once.
+
+    Returns the splits (items also carry day types, see ``calendar.DayTypedWindows``), the scaler,
+    and calendar facts of the series: its primary cycle and rows per day.
+    """
     if dataset == "synthetic":
         frame, rule = data.make_ett_like(n_rows, seed), "ratio"
     else:
         frame, rule = data.read_csv(data.locate(dataset, data_dir)), data.DATASETS[dataset][1]
-    return data.build_splits(frame, rule, seq_len, label_len, pred_len, features, target)
+    splits, scaler = data.build_splits(frame, rule, seq_len, label_len, pred_len, features, target)
+    days = calendar.day_types(frame["date"], holiday_country)
+    ranges = data.borders(len(frame), rule, seq_len)
+    splits = {split: calendar.DayTypedWindows(ds, days[ranges[split][0]:ranges[split][1]])
+              for split, ds in splits.items()}
+    info = {"cycle": calendar.infer_cycle(frame["date"]),
+            "rows_per_day": calendar.rows_per_day(frame["date"])}
+    return splits, scaler, info
 
 
 @register_task
@@ -51,6 +66,20 @@ class LTSF(Task):
         "d_layers": Param(1, low=1, high=12),
         "d_ff": Param(128, low=8, high=8192),
         "dropout": Param(0.05, low=0.0, high=0.9),
+        "cycle_len": Param(0, low=0, high=100_000,
+                           help="primary cycle in rows (ReCycle, seasonal-naive, MASE); 0: from the "
+                                "timestamps (24 hourly, 96 for 15 min, 7 daily, 52 weekly)"),
+        "rhp_cycles": Param(3, low=1, high=365, help="cycles averaged by the recent historic profile"),
+        "day_types": Param("auto", choices=("auto", "on", "off"),
+                           help="RHP per day type (workday/Saturday/Sunday-holiday); auto: on when "
+                                "the cycle is one day"),
+        "holiday_country": Param("", help="ISO code for public holidays as day type 2 (holidays "
+                                          "package), e.g. DE, CN; empty: Sundays only"),
+        "patch_len": Param(16, low=1, high=4096, help="PatchTST patch length"),
+        "stride": Param(8, low=1, high=4096, help="PatchTST patch stride"),
+        "head_dropout": Param(0.0, low=0.0, high=0.9, help="PatchTST head dropout"),
+        "revin": Param(True, help="PatchTST instance normalisation"),
+        "factor": Param(3.0, low=0.1, high=100.0, help="Autoformer: top factor·ln(L) lags"),
     }
     presets = {
         "tiny": Preset(
@@ -61,6 +90,9 @@ class LTSF(Task):
         "small": Preset(
             params={"n_rows": 17420, "seq_len": 336, "label_len": 48, "pred_len": 96, "batch_size": 32},
             budget={"epochs": 3}, target=0.5, timeout_s=1800,
+            # tuned on model=mlp, 3 epochs, Adam (issue 8): forward gradients and feedback methods
+            method_defaults={"forward_gradient": {"lr": 1e-3}, "f3": {"lr": 3e-5},
+                             "dfa": {"lr": 1e-4}, "drtp": {"lr": 1e-4}},
             description="ETTh-sized synthetic series (17,420 rows), 336 → 96; minutes on a CPU"),
         "full": Preset(
             params={"dataset": "ETTh1", "seq_len": 336, "label_len": 48, "pred_len": 96,
@@ -69,27 +101,48 @@ class LTSF(Task):
             method_defaults={"backprop": {"lr": 0.005, "schedule": "halve_per_epoch"}},
             description="the published setup on a real CSV (DLinear protocol: 10 epochs, Adam)"),
     }
-    metrics = {"mse": False, "mae": False}
+    metrics = {"mse": False, "mae": False, "mape": False, "mase": False}
+    """mse/mae: all channels, scaled (the LTSF convention). mape (%): the target column, unscaled,
+    |y| < MAPE_EPS left out. mase: per channel, MAE over the in-sample MAE of the seasonal-naive
+    forecast (season = cycle_len) on the training split, averaged over channels (scale-free)."""
     primary_metric = "mse"
     capabilities = frozenset({"sample_index", "regression", "functional"})
+
+    @classmethod
+    def capabilities_for(cls, hp) -> frozenset[str]:
+        """``model=mlp`` is an nn.Sequential of blocks (for F³, DFA, DRTP)."""
+        extra = {"sequential_blocks"} if hp.get("model") == "mlp" else set()
+        return cls.capabilities | extra
 
     def setup(self) -> None:
         hp = self.hp
         mtime = 0.0
         if hp.dataset != "synthetic":
             mtime = data.locate(hp.dataset, hp.data_dir).stat().st_mtime
-        self.splits, self.scaler = _splits(hp.dataset, hp.data_dir, hp.n_rows, hp.data_seed,
-                                           hp.seq_len, hp.label_len, hp.pred_len, hp.features,
-                                           hp.target, mtime)
+        self.splits, self.scaler, info = _splits(hp.dataset, hp.data_dir, hp.n_rows, hp.data_seed,
+                                                 hp.seq_len, hp.label_len, hp.pred_len, hp.features,
+                                                 hp.target, mtime, hp.holiday_country)
         self.channels = self.splits["train"].values.shape[1]
+        self.cycle_len = int(hp.cycle_len) or info["cycle"]
+        one_day = round(info["rows_per_day"]) == self.cycle_len
+        self.use_day_types = hp.day_types == "on" or (hp.day_types == "auto" and one_day)
+        train = self.splits["train"].values.numpy().astype(np.float64)
+        m = min(self.cycle_len, len(train) - 1)
+        naive = np.abs(train[m:] - train[:-m]).mean(axis=0)
+        self.mase_scale = torch.from_numpy(np.where(naive > 0, naive, 1.0))
 
     def train_dataset(self) -> Dataset:
         return self.splits["train"]
 
     def build_model(self) -> nn.Module:
-        return MODELS[self.hp.model](self.hp, self.channels)
+        hp = type(self.hp)({**self.hp, "cycle_len": self.cycle_len,
+                            "use_day_types": self.use_day_types})
+        return MODELS[self.hp.model](hp, self.channels)
 
     def forward(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        if getattr(getattr(model, "module", model), "accepts_day_types", False) and "x_day" in batch:
+            return model(batch["x"], batch["x_mark"], batch["y_mark"], x_day=batch["x_day"],
+                         y_day=batch["y_day"])
         return model(batch["x"], batch["x_mark"], batch["y_mark"])
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -98,13 +151,24 @@ class LTSF(Task):
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         loader = DataLoader(self.splits[split], batch_size=EVAL_BATCH, shuffle=False)
         se = ae = count = 0.0
+        ae_channel = torch.zeros(self.channels, dtype=torch.float64)
+        ape, ape_count = 0.0, 0
+        t_mean, t_std = float(self.scaler.mean[-1]), float(self.scaler.std[-1])
         for batch in loader:
             batch = {k: v.to(self.device) for k, v in batch.items()}
             err = self.forward(model, batch) - batch["y"]
             se += float(err.pow(2).sum())
             ae += float(err.abs().sum())
             count += err.numel()
-        return {"mse": se / count, "mae": ae / count}
+            ae_channel += err.abs().sum(dim=(0, 1)).double().cpu()
+            truth = batch["y"][..., -1].double() * t_std + t_mean     # target column, unscaled
+            keep = truth.abs() >= MAPE_EPS
+            ape += float((err[..., -1].double().abs() * t_std / truth.abs())[keep].sum())
+            ape_count += int(keep.sum())
+        per_channel = ae_channel / (count / self.channels)
+        return {"mse": se / count, "mae": ae / count,
+                "mape": 100.0 * ape / ape_count if ape_count else float("nan"),
+                "mase": float((per_channel / self.mase_scale).mean())}
 
     def model_name(self) -> str:
         return self.hp.model
