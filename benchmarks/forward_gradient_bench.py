@@ -19,6 +19,7 @@ import statistics
 import time
 
 import torch
+
 from joulebench.harness.registry import registry
 from joulebench.harness.runner import seed_everything
 from joulebench.harness.spec import RunSpec, resolve

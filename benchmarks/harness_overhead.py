@@ -16,6 +16,7 @@ import time
 from pathlib import Path
 
 import torch
+
 from joulebench.harness.context import evaluate_model
 from joulebench.harness.meters import default_meter
 from joulebench.harness.registry import registry

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+
 from joulebench.harness.schema import RUNS
 from joulebench.harness.store import write_atomic
 

@@ -16,6 +16,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+
 from joulebench.cluster.local import run_parallel
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store

@@ -21,6 +21,7 @@ import time
 
 import numpy as np
 import torch
+
 from joulebench.harness.registry import registry
 from joulebench.harness.runner import seed_everything
 from joulebench.harness.spec import RunSpec, resolve

@@ -18,8 +18,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from joulebench.methods.propulate_search import import_propulate
 from mpi4py import MPI
+
+from joulebench.methods.propulate_search import import_propulate
 
 FUNCTIONS = ("sphere", "rosenbrock", "rastrigin", "step", "griewank", "schwefel")
 

@@ -14,9 +14,10 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from joulebench.harness.params import SpecError
 from joulebench.harness.spec import Budget, ResolvedSpec, RunSpec, one_line_validation_error, resolve
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class Settings(BaseModel):

@@ -72,9 +72,10 @@ def _varied(specs) -> set[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from joulebench.cluster.campaign import resource_groups
     from joulebench.cluster.local import run_local
-    from tqdm import tqdm
 
     campaign, runs, store, done = _load(args)
     pending = [(s, r) for s, r in runs if s.run_key not in done]

@@ -28,6 +28,7 @@ from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from joulebench.harness.params import SpecError
 from joulebench.harness.store import Store, write_atomic
 

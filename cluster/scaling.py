@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
 from joulebench.harness.params import SpecError
 from joulebench.harness.store import Store
 

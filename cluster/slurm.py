@@ -66,6 +66,7 @@ def submitit_run(specs: list[ResolvedSpec], results: Path, resources: dict[str, 
                  name: str, cluster: str | None = None) -> list[dict[str, Any]]:
     """Submit one array per world size with submitit (``cluster``: None = SLURM, "local", "debug")."""
     import submitit
+
     from joulebench.cluster.array import run_entry
 
     outcomes = []

@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from joulebench.harness.task import Batch, Hyper, Task
 from torch import nn
+
+from joulebench.harness.task import Batch, Hyper, Task
 
 if TYPE_CHECKING:
     from joulebench.harness.phases import PhaseClock

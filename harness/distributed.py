@@ -12,6 +12,7 @@ import socket
 
 import torch
 import torch.distributed as dist
+
 from joulebench.harness.context import DistInfo
 
 LAUNCHERS = (

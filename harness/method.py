@@ -14,8 +14,9 @@ from joulebench.harness.params import Param
 from joulebench.harness.task import Hyper, Task
 
 if TYPE_CHECKING:
-    from joulebench.harness.context import TrainContext
     from torch import nn
+
+    from joulebench.harness.context import TrainContext
 
 
 class Method:

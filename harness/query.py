@@ -6,6 +6,7 @@ import re
 from pathlib import Path
 
 import pandas as pd
+
 from joulebench.harness.params import SpecError
 from joulebench.harness.store import Store
 

@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+
 from joulebench.harness import carbon
 from joulebench.harness.context import DistInfo, Diverged, TrainContext, evaluate_model
 from joulebench.harness.distributed import node_count

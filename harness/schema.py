@@ -13,6 +13,7 @@ import math
 from typing import Any
 
 import pyarrow as pa
+
 from joulebench.harness import SCHEMA_VERSION
 
 TS = pa.timestamp("us", tz="UTC")

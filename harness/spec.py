@@ -11,9 +11,10 @@ import hashlib
 import json
 from typing import Any, Literal
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
 from joulebench.harness import __version__
 from joulebench.harness.params import SpecError, resolve_params
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class Budget(BaseModel):

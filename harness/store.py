@@ -23,9 +23,12 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
+
 from joulebench.harness.schema import CURVES, RUNS, to_table
 
 TABLES = {"runs": RUNS, "curves": CURVES}
+QUERY_ERRORS = (duckdb.BinderException, duckdb.ParserException, duckdb.CatalogException,
+                duckdb.ConversionException)
 
 
 def write_atomic(table: pa.Table, path: Path) -> None:
@@ -122,10 +125,9 @@ class Store:
         con = con or self.connect()
         try:
             return con.execute(sql, params or [])
-        except (duckdb.IOException, duckdb.InvalidInputException, duckdb.Error) as exc:
-            if isinstance(exc, (duckdb.BinderException, duckdb.ParserException,
-                                duckdb.CatalogException, duckdb.ConversionException)):
-                raise
+        except QUERY_ERRORS:
+            raise  # the query itself is wrong: no file is to blame
+        except duckdb.Error:
             self.deep_check = True
             return self.connect(con).execute(sql, params or [])
 
@@ -182,19 +184,12 @@ class Store:
             if not files:
                 counts[name] = 0
                 continue
-            con = duckdb.connect()
             order = "finished_at" if name == "runs" else "run_started_at"
-            part = con.execute(
-                "SELECT * FROM read_parquet(?, union_by_name=true)", [[str(f) for f in files]]
-            ).to_arrow_table()
-            if name == "runs":
-                con.register("part", part)
-                part = con.execute(f"""SELECT * FROM part QUALIFY row_number()
-                    OVER (PARTITION BY run_key ORDER BY {order} DESC) = 1""").to_arrow_table()
-            else:
-                con.register("part", part)
-                part = con.execute(f"""SELECT * FROM part QUALIFY dense_rank()
-                    OVER (PARTITION BY run_key ORDER BY {order} DESC) = 1""").to_arrow_table()
+            # runs keep the newest row per key; curves keep every point of the newest run per key
+            rank = "row_number()" if name == "runs" else "dense_rank()"
+            part = duckdb.connect().sql(
+                f"SELECT * FROM read_parquet({sql_list(files)}, union_by_name=true) "
+                f"QUALIFY {rank} OVER (PARTITION BY run_key ORDER BY {order} DESC) = 1").to_arrow_table()
             write_atomic(part, self.root / name / "compacted" / f"part-{uuid.uuid4().hex[:12]}.parquet")
             for path in files:
                 path.unlink(missing_ok=True)

@@ -11,9 +11,10 @@ from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import torch
-from joulebench.harness.params import Param
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
+
+from joulebench.harness.params import Param
 
 Batch = dict[str, Any]
 """A batch is a dict of tensors; training batches carry ``index`` (sample ids) beside the inputs."""

@@ -17,6 +17,7 @@ from pathlib import Path
 import altair as alt
 import pandas as pd
 import streamlit as st
+
 from joulebench.leaderboard.queries import Board, Filters
 
 TTL_S = 10

@@ -14,6 +14,7 @@ from datetime import date
 from pathlib import Path
 
 import pandas as pd
+
 from joulebench.harness.store import Store
 
 

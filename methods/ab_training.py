@@ -38,6 +38,8 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
 from joulebench.harness.context import TrainContext
 from joulebench.harness.method import Method
 from joulebench.harness.params import Param
@@ -53,7 +55,6 @@ from joulebench.methods.lowrank import (
     weight_slots,
 )
 from joulebench.methods.optim import OPTIMIZER_PARAMS, make_optimizer
-from torch import nn
 
 GROUP_A, GROUP_B = 0, 1
 

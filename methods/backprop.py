@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+
 from joulebench.harness.context import TrainContext
 from joulebench.harness.method import Method
 from joulebench.harness.params import Param

@@ -22,12 +22,13 @@ from __future__ import annotations
 import math
 
 import torch
+from torch import nn
+
 from joulebench.harness.context import TrainContext
 from joulebench.harness.method import Method
 from joulebench.harness.params import Param
 from joulebench.harness.registry import register_method
 from joulebench.methods.optim import OPTIMIZER_PARAMS, make_optimizer, make_schedule
-from torch import nn
 
 FEEDBACK_INITS = ("uniform", "gaussian", "rademacher", "orthogonal")
 TARGET_KEYS = ("y", "target", "label", "labels")

@@ -27,13 +27,14 @@ import math
 from collections.abc import Callable, Sequence
 
 import torch
+from torch import nn
+from torch.autograd import forward_ad as fwAD
+
 from joulebench.harness.context import TrainContext
 from joulebench.harness.method import Method
 from joulebench.harness.params import Param
 from joulebench.harness.registry import register_method
 from joulebench.methods.optim import OPTIMIZER_PARAMS, make_optimizer, make_schedule
-from torch import nn
-from torch.autograd import forward_ad as fwAD
 
 GRADIENT_SOURCE_LABEL = {"forward": "forward-mode", "backprop": "backprop-projected"}
 

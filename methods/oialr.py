@@ -24,6 +24,8 @@ import math
 
 import torch
 import torch.distributed as dist
+from torch import nn
+
 from joulebench.harness.context import TrainContext
 from joulebench.harness.method import Method
 from joulebench.harness.params import Param
@@ -39,7 +41,6 @@ from joulebench.methods.lowrank import (
     weight_slots,
 )
 from joulebench.methods.optim import OPTIMIZER_PARAMS, make_optimizer, make_schedule
-from torch import nn
 
 SECOND_MOMENTS = ("exp_avg_sq", "max_exp_avg_sq")
 

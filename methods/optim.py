@@ -6,6 +6,7 @@ import math
 from collections.abc import Iterable, Mapping
 
 import torch
+
 from joulebench.harness.params import Param
 
 OPTIMIZER_PARAMS = {

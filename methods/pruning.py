@@ -18,12 +18,13 @@ import time
 
 import torch
 import torch.nn.utils.prune as torch_prune
+from torch import nn
+
 from joulebench.harness.context import TrainContext
 from joulebench.harness.method import Method
 from joulebench.harness.params import Param
 from joulebench.harness.registry import register_method
 from joulebench.methods.optim import OPTIMIZER_PARAMS, make_optimizer
-from torch import nn
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+
 from joulebench.harness.context import TrainContext
 from joulebench.harness.method import Method
 from joulebench.harness.params import Param

@@ -8,13 +8,14 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
 from joulebench.cluster.local import run_parallel
 from joulebench.harness.runner import Runner
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store
 from joulebench.methods.ab_training import ABTraining, Replica, SimulatedComm, rank_cap
 from joulebench.methods.lowrank import weight_slots
-from torch import nn
 
 TASK = {"model": "transformer", "d_model": 16, "d_ff": 32}
 AB = {"ab_steps": 6, "full_steps": 2, "warmup_fraction": 0.2}

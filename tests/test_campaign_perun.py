@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+
 from joulebench.cluster.perun import import_report, read_report
 from joulebench.harness.params import SpecError
 from joulebench.harness.store import Store

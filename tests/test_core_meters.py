@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from joulebench.harness import carbon
 from joulebench.harness.meters import CodeCarbonEstimate, CompositeMeter, MeterUnavailable, RaplMeter
 from joulebench.harness.phases import PhaseClock

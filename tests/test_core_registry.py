@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+
 from joulebench.harness.params import Param, SpecError, parse_assignments, resolve_params
 from joulebench.harness.registry import Registry, registry
 

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
 from joulebench.harness.cli import main
 from joulebench.harness.registry import registry
 from joulebench.harness.spec import RunSpec, resolve

@@ -9,6 +9,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+
 from joulebench.harness.params import SpecError
 from joulebench.harness.query import query_runs
 from joulebench.harness.store import Store

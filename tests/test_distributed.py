@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 import torch.distributed as dist
 import torch.multiprocessing as mp
+
 from joulebench.harness.context import DistInfo
 from joulebench.harness.distributed import LAUNCHERS, detect, init_distributed, node_count
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
 from joulebench.harness.params import SpecError
 from joulebench.harness.registry import registry
 from joulebench.harness.runner import Runner
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store
-from torch import nn
 
 registry()  # load the plugins first: a module imported before the registry would not register
 from joulebench.methods.f3 import FEEDBACK_INITS, FeedbackTrainer, feedback_matrix  # noqa: E402

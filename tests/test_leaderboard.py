@@ -8,9 +8,10 @@ from pathlib import Path
 
 import pyarrow as pa
 import pytest
+from streamlit.testing.v1 import AppTest
+
 from joulebench.harness.store import Store
 from joulebench.leaderboard.queries import Board, Filters
-from streamlit.testing.v1 import AppTest
 
 APP = str(Path(__file__).resolve().parents[1] / "leaderboard" / "app.py")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

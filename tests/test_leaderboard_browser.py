@@ -11,8 +11,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from joulebench.harness.store import Store
 
+from joulebench.harness.store import Store
 from tests.test_leaderboard import row
 
 CHROMIUM = "/usr/bin/chromium"

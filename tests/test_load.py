@@ -8,12 +8,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+
 from joulebench.harness.runner import Runner
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store
 from joulebench.tasks.load import data, metrics
 from joulebench.tasks.load.models import CINN, POINT
-
 from tests.conftest import shared_file
 
 

@@ -7,12 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
 from joulebench.harness.runner import Runner
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store
 from joulebench.methods.lowrank import USV, svd, truncation_rank, weight_slots
 from joulebench.methods.oialr import convert, rediagonalise
-from torch import nn
 
 
 class Small(nn.Module):

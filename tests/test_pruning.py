@@ -6,12 +6,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
+
 from joulebench.harness.runner import Runner
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store
 from joulebench.methods.pruning import count_macs, prunable_layers, prune_structured, prune_unstructured
 from joulebench.tasks.ltsf.models import VanillaTransformer
-from torch import nn
 
 
 def transformer() -> tuple[nn.Module, tuple]:

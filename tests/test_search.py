@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from joulebench.harness.registry import registry
 from joulebench.harness.runner import Runner
 from joulebench.harness.spec import RunSpec, resolve

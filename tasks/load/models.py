@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 
 import torch
-from joulebench.tasks.load.data import HORIZON
 from torch import nn
 from torch.nn import functional as F
+
+from joulebench.tasks.load.data import HORIZON
 
 
 class Linear(nn.Module):

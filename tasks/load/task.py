@@ -17,13 +17,14 @@ from __future__ import annotations
 from functools import lru_cache
 
 import torch
+from torch import nn
+from torch.utils.data import Dataset
+
 from joulebench.harness.params import Param
 from joulebench.harness.registry import register_task
 from joulebench.harness.task import Batch, Preset, Task
 from joulebench.tasks.load import data, metrics
 from joulebench.tasks.load.models import CINN, POINT, LoadModel
-from torch import nn
-from torch.utils.data import Dataset
 
 
 @lru_cache(maxsize=4)

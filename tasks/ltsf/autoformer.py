@@ -13,8 +13,9 @@ from __future__ import annotations
 import math
 
 import torch
-from joulebench.tasks.ltsf.models import MovingAverage
 from torch import nn
+
+from joulebench.tasks.ltsf.models import MovingAverage
 
 
 class Decomposition(nn.Module):

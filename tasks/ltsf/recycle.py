@@ -21,8 +21,9 @@ from __future__ import annotations
 import math
 
 import torch
-from joulebench.tasks.ltsf.calendar import N_DAY_TYPES, day_types_from_marks
 from torch import nn
+
+from joulebench.tasks.ltsf.calendar import N_DAY_TYPES, day_types_from_marks
 
 
 def rhp_table(x: torch.Tensor, days: torch.Tensor | None, cycle: int, n_cycles: int) -> torch.Tensor:

@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from joulebench.tasks.pet.simulate import FORMAT_VERSION, DetectorConfig, SimData
 from torch.utils.data import Dataset
+
+from joulebench.tasks.pet.simulate import FORMAT_VERSION, DetectorConfig, SimData
 
 MAGIC = "joulebench-pet"
 

@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import snntorch as snn
 import torch
-from joulebench.tasks.pet.simulate import DetectorConfig
 from snntorch import surrogate
 from torch import nn
+
+from joulebench.tasks.pet.simulate import DetectorConfig
 
 
 def geometry_matrix(cfg: DetectorConfig, reach: int, ring_reach: int) -> torch.Tensor:

@@ -14,6 +14,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
+from torch.utils.data import Dataset
+
 from joulebench.harness.params import Param
 from joulebench.harness.registry import register_task
 from joulebench.harness.task import Batch, Preset, Task
@@ -22,8 +25,6 @@ from joulebench.tasks.pet.data import PETDataset, read_npz
 from joulebench.tasks.pet.model import PETNet, decode, petnet_loss
 from joulebench.tasks.pet.simulate import GEOMETRIES, DetectorConfig, SimData, simulate
 from joulebench.tasks.pet.sorter import TimeWindowSorter
-from torch import nn
-from torch.utils.data import Dataset
 
 EVAL_BATCH = 256
 SPLITS = ("train", "val", "test")
