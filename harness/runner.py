@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import time
 import traceback
 from collections.abc import Callable
@@ -89,6 +90,8 @@ class Runner:
         clock = PhaseClock(self.meter, sync)
         reset_peak_memory(device)
         row = base_row(spec, started)
+        search = registry().method(spec.method).search and self.dist.is_main
+        rerun = search and self._start_search_afresh(spec)
         ctx: TrainContext | None = None
         status, error, tb = "ok", None, None
         clock.switch("setup")
@@ -122,7 +125,7 @@ class Runner:
 
                 ctx.samples = int(sum_over_ranks([float(ctx.samples)], True)[0] or 0)
         row.update(self._costs(spec, clock, ctx, time.perf_counter() - t0, device))
-        if registry().method(spec.method).search and self.dist.is_main:
+        if search and not rerun:
             row.update(self._earlier_trials(spec, started, row))
         row.update(status=status, error=error, traceback=tb, finished_at=now_utc())
         if self.store_rows and self.dist.is_main:
@@ -207,6 +210,14 @@ class Runner:
                 out.update({f"x_{k}": v for k, v in ctx.stats.items()
                             if isinstance(v, (int, float, str, bool))})
         return out
+
+    def _start_search_afresh(self, spec: ResolvedSpec) -> bool:
+        """A finished search run again (``--force``) starts from scratch: its checkpoints go, and
+        its old trials are not charged to the new row. An unfinished one resumes."""
+        if spec.run_key not in self.store.stored_keys():
+            return False
+        shutil.rmtree(self.store.root / "work" / spec.run_key, ignore_errors=True)
+        return True
 
     def _earlier_trials(self, spec: ResolvedSpec, started: datetime, row: dict[str, Any]) -> dict[str, Any]:
         """A search resumed after a crash also pays for the trials it ran before the crash."""

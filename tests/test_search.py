@@ -154,3 +154,12 @@ def test_autopq_search_over_forecaster_and_spread_charges_every_trial(results: P
     assert set(best) == {"lr", "task.model", "task.spread"}
     with pytest.raises(ValueError, match="task 'load' has no parameter 'nope'"):
         search_space("backprop", "task.nope", "load")
+
+
+def test_a_finished_search_run_again_starts_afresh(results: Path) -> None:
+    spec = resolve(RunSpec(task="ltsf", method="optuna", preset="tiny",
+                           method_params={"trials": 2, "space": "lr"}))
+    runner = Runner(Store(results))
+    assert runner.run(spec)["status"] == "ok"
+    again = runner.run(spec)  # what --force does
+    assert again["status"] == "ok" and "x_earlier_trials" not in again
