@@ -76,6 +76,11 @@ class TrainContext:
 
     # -- data and loss ------------------------------------------------------------------------
     @property
+    def global_batch(self) -> int:
+        """Samples per optimiser step over all ranks (what linear learning-rate scaling uses)."""
+        return self.task.batch_size * self.dist.world_size
+
+    @property
     def train_loader(self):
         if self._loader is None:
             self._loader = self._make_loader()

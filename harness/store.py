@@ -139,7 +139,7 @@ class Store:
             con.execute(f"DROP VIEW IF EXISTS {name}_all")
             if files:
                 con.execute(f"CREATE VIEW {name}_all AS SELECT * FROM "
-                            f"read_parquet({sql_list(files)}, union_by_name=true)")
+                            f"read_parquet({sql_list(files)}, union_by_name=true, hive_partitioning=false)")
             else:
                 con.register(f"_{name}_empty", schema.empty_table())
                 con.execute(f"CREATE VIEW {name}_all AS SELECT * FROM _{name}_empty")
@@ -157,7 +157,7 @@ class Store:
         try:
             if self.deep_check:
                 raise duckdb.Error("deep check requested")
-            duckdb.connect().execute("SELECT count(*) FROM read_parquet(?, union_by_name=true)",
+            duckdb.connect().execute("SELECT count(*) FROM read_parquet(?, union_by_name=true, hive_partitioning=false)",
                                      [[str(f) for f in files]]).fetchone()
             return files
         except duckdb.Error:
@@ -188,7 +188,7 @@ class Store:
             # runs keep the newest row per key; curves keep every point of the newest run per key
             rank = "row_number()" if name == "runs" else "dense_rank()"
             part = duckdb.connect().sql(
-                f"SELECT * FROM read_parquet({sql_list(files)}, union_by_name=true) "
+                f"SELECT * FROM read_parquet({sql_list(files)}, union_by_name=true, hive_partitioning=false) "
                 f"QUALIFY {rank} OVER (PARTITION BY run_key ORDER BY {order} DESC) = 1").to_arrow_table()
             write_atomic(part, self.root / name / "compacted" / f"part-{uuid.uuid4().hex[:12]}.parquet")
             for path in files:

@@ -13,18 +13,22 @@ from joulebench.harness.cli import add_common, results_dir
 APP = Path(__file__).with_name("app.py")
 
 
-def streamlit_command(results: Path, port: int, address: str) -> list[str]:
+def streamlit_command(results: Path, port: int, address: str,
+                      plugins: list[str] | None = None) -> list[str]:
+    """The app gets the store and the plugins (so plugin tasks and methods show their defaults)."""
+    plugin_args = [a for p in plugins or () for a in ("--plugin", str(Path(p).resolve()))]
     return [sys.executable, "-m", "streamlit", "run", str(APP), "--server.headless", "true",
             "--server.address", address, "--server.port", str(port),
             "--browser.gatherUsageStats", "false", "--server.fileWatcherType", "none",
-            "--", "--results", str(results)]
+            "--client.toolbarMode", "viewer",
+            "--", "--results", str(results), *plugin_args]
 
 
 def cmd_leaderboard(args: argparse.Namespace) -> int:
     results = results_dir(args).resolve()
     print(f"leaderboard over {results} on http://{args.address}:{args.port}  (Ctrl-C stops it)", flush=True)
     env = {**os.environ, "JOULEBENCH_RESULTS": str(results)}
-    return subprocess.call(streamlit_command(results, args.port, args.address), env=env)
+    return subprocess.call(streamlit_command(results, args.port, args.address, args.plugin), env=env)
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -54,7 +54,7 @@ from joulebench.methods.lowrank import (
     truncation_rank,
     weight_slots,
 )
-from joulebench.methods.optim import OPTIMIZER_PARAMS, make_optimizer
+from joulebench.methods.optim import OPTIMIZER_PARAMS, make_optimizer, scaled_lr
 
 GROUP_A, GROUP_B = 0, 1
 
@@ -248,6 +248,7 @@ class ABTraining(Method):
             raise ValueError("AB-training needs at least two ranks: launch with world_size >= 2 "
                              "or set simulate_ranks >= 2")
         self.world, self.comm = world, comm
+        self._base_lr = scaled_lr(hp, ctx.task.batch_size * world)
         self.replicas = [Replica(r, m, weight_slots(m, hp.exclude, hp.min_dim)) for r, m in zip(ranks, models)]
         if not self.replicas[0].slots:
             raise RuntimeError(f"{ctx.task.model_name()} has no weight to factorise (min_dim {hp.min_dim})")
@@ -285,7 +286,7 @@ class ABTraining(Method):
             losses = []
             for replica, batch in zip(self.replicas, group):
                 for g in replica.opt.param_groups:
-                    g["lr"] = hp.lr * factor
+                    g["lr"] = self._base_lr * factor
                 replica.opt.zero_grad(set_to_none=True)
                 loss = ctx.loss(replica.model, batch)
                 loss.backward()

@@ -19,7 +19,7 @@ class Backprop(Method):
 
     def train(self, ctx: TrainContext) -> None:
         model = ctx.ddp(ctx.model)
-        opt = make_optimizer(model.parameters(), self.hp)
+        opt = make_optimizer(model.parameters(), self.hp, ctx.global_batch)
         schedule = make_schedule(opt, self.hp, ctx.planned_steps, ctx.steps_per_epoch)
         for batch in ctx.batches():
             opt.zero_grad(set_to_none=True)

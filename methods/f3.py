@@ -214,7 +214,7 @@ class _FeedbackMethod(Method):
             raise RuntimeError(f"{self.name} runs in a single process (world_size 1)")
         trainer = self.trainer(ctx)
         params = [p for p in ctx.model.parameters() if p.requires_grad]
-        opt = make_optimizer(params, self.hp)
+        opt = make_optimizer(params, self.hp, ctx.global_batch)
         schedule = make_schedule(opt, self.hp, ctx.planned_steps, ctx.steps_per_epoch)
         ctx.record(feedback_signal=self.signal, blocks=len(trainer.blocks))
         try:

@@ -315,7 +315,7 @@ class ForwardGradient(Method):
             raise RuntimeError("forward_gradient runs in a single process (world_size 1)")
         model = ctx.model
         named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-        opt = make_optimizer([p for _, p in named], hp)
+        opt = make_optimizer([p for _, p in named], hp, ctx.global_batch)
         schedule = make_schedule(opt, hp, ctx.planned_steps, ctx.steps_per_epoch)
         generator = torch.Generator(device=ctx.device).manual_seed(10_007 * ctx.spec.seed + 1)
         ctx.record(gradient_source=GRADIENT_SOURCE_LABEL[hp.gradient_source])

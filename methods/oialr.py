@@ -135,7 +135,7 @@ class OIALR(Method):
         converted: list[Slot] = []
         dense_trainable = count_trainable(model)
         history = [[0, dense_trainable]]
-        opt = make_optimizer(model.parameters(), hp)
+        opt = make_optimizer(model.parameters(), hp, ctx.global_batch)
         schedule = make_schedule(opt, hp, ctx.planned_steps, ctx.steps_per_epoch)
         args = (hp.sv_cutoff, hp.min_rank, hp.max_cut)
         world, sent = ctx.dist.world_size, 0

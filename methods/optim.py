@@ -16,16 +16,28 @@ OPTIMIZER_PARAMS = {
     "momentum": Param(0.9, low=0.0, high=0.999, help="SGD only"),
     "schedule": Param("constant", choices=("constant", "cosine", "halve_per_epoch")),
     "warmup_steps": Param(0, low=0, high=100_000, help="linear warm-up before the schedule"),
+    "lr_reference_batch": Param(0, low=0, high=1_000_000,
+                                help="linear scaling: lr x global batch / this (0: lr as given)"),
 }
 
 
-def make_optimizer(params: Iterable[torch.nn.Parameter], hp: Mapping) -> torch.optim.Optimizer:
+def scaled_lr(hp: Mapping, global_batch: int | None) -> float:
+    """The linear scaling rule (Goyal et al. 2017): large global batches take proportionally larger
+    steps, so a rate tuned at ``lr_reference_batch`` carries over to any number of ranks."""
+    reference = int(hp.get("lr_reference_batch", 0) or 0)
+    if reference <= 0 or not global_batch:
+        return float(hp["lr"])
+    return float(hp["lr"]) * global_batch / reference
+
+
+def make_optimizer(params: Iterable[torch.nn.Parameter], hp: Mapping,
+                   global_batch: int | None = None) -> torch.optim.Optimizer:
     params = [p for p in params if p.requires_grad]
+    lr = scaled_lr(hp, global_batch)
     if hp["optimizer"] == "sgd":
-        return torch.optim.SGD(params, lr=hp["lr"], momentum=hp["momentum"],
-                               weight_decay=hp["weight_decay"])
+        return torch.optim.SGD(params, lr=lr, momentum=hp["momentum"], weight_decay=hp["weight_decay"])
     cls = torch.optim.AdamW if hp["optimizer"] == "adamw" else torch.optim.Adam
-    return cls(params, lr=hp["lr"], weight_decay=hp["weight_decay"])
+    return cls(params, lr=lr, weight_decay=hp["weight_decay"])
 
 
 def make_schedule(opt: torch.optim.Optimizer, hp: Mapping, total_steps: int | None,

@@ -156,7 +156,7 @@ class Prune(Method):
         """Train for ``steps`` with a fresh optimizer (shapes change under structured pruning)."""
         if steps <= 0:
             return
-        opt = make_optimizer(ctx.model.parameters(), self.hp)
+        opt = make_optimizer(ctx.model.parameters(), self.hp, ctx.global_batch)
         for done, batch in enumerate(batches, start=1):
             opt.zero_grad(set_to_none=True)
             loss = ctx.loss(ctx.model, batch)

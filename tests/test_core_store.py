@@ -110,3 +110,12 @@ def test_results_filters_are_bound_not_pasted(results: Path) -> None:
     assert query_runs(results, ["method=x' OR '1'='1"]).empty
     with pytest.raises(SpecError, match="unknown column"):
         query_runs(results, ["1=1; DROP TABLE runs; --=1"])
+
+
+def test_task_column_is_the_row_not_the_folder_name(results: Path) -> None:
+    """Folders are named ``task=<safe name>``; DuckDB must not read them as hive partitions."""
+    store = Store(results)
+    store.write_run(row("odd", task="my task/v2"))
+    assert store.execute("SELECT task FROM runs").fetchall() == [("my task/v2",)]
+    store.compact()
+    assert store.execute("SELECT task FROM runs").fetchall() == [("my task/v2",)]
