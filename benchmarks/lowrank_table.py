@@ -15,9 +15,8 @@ import argparse
 import json
 from pathlib import Path
 
-import pandas as pd
-
 from joulebench.cluster.local import run_parallel
+from joulebench.cluster.report import cell_labels, markdown_table
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store
 from joulebench.harness.worker import Worker
@@ -42,33 +41,6 @@ def specs(args) -> list:
                 if not args.skip_ddp:
                     out.append(RunSpec(**common, method="backprop", seed=seed, world_size=n))
     return [resolve(s) for s in out]
-
-
-def spread(values: pd.Series, fmt: str) -> str:
-    values = values.dropna()
-    if values.empty:
-        return "–"
-    return f"{format(values.median(), fmt)} [{format(values.min(), fmt)}–{format(values.max(), fmt)}]"
-
-
-def table(rows: pd.DataFrame) -> str:
-    rows = rows.copy()
-    rows["ranks"] = rows["x_ranks_total"].fillna(rows["world_size"]).astype(int)
-    rows["trainable"] = rows["x_trainable_params"].astype(float).fillna(rows["n_trainable_params"].astype(float))
-    rows["simulated"] = rows["x_simulated"].map(lambda v: bool(v) if isinstance(v, (bool, int, float)) and v == v else False)
-    lines = ["| method | ranks | runs | test MSE | trainable params (per rank) | train J (estimate) | "
-             "train s | samples | AB/DDP all-reduce bytes (payload; ring) |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for (method, ranks, simulated), g in rows.groupby(
-            ["method", "ranks", "simulated"], sort=False):
-        label = f"{method}{' (simulated)' if simulated else ''}"
-        ok = g[g["status"] == "ok"]
-        ratio = (f"{spread(ok['x_ab_bytes_ratio'], '.3f')}; {spread(ok['x_ab_ring_ratio'], '.3f')}"
-                 if "x_ab_bytes_ratio" in ok and ok["x_ab_bytes_ratio"].notna().any() else "–")
-        lines.append(f"| {label} | {ranks} | {len(ok)}/{len(g)} | {spread(ok['primary_value'], '.4f')} | "
-                     f"{spread(ok['trainable'], '.0f')} | {spread(ok['train_energy_j'], '.0f')} | "
-                     f"{spread(ok['train_s'], '.1f')} | {spread(ok['samples'], '.0f')} | {ratio} |")
-    return "\n".join(lines)
 
 
 def main() -> None:
@@ -105,7 +77,7 @@ def main() -> None:
     keys = [s.run_key for s in todo]
     rows = Store(args.results).execute("SELECT * FROM runs WHERE run_key IN (SELECT unnest(?))", [keys]).df()
     rows = rows.sort_values("started_at").drop_duplicates("run_key", keep="last")
-    print(table(rows))
+    print(markdown_table(rows, cell_labels(todo)))
 
 
 if __name__ == "__main__":

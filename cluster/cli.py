@@ -14,7 +14,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     csub = p.add_subparsers(dest="campaign_command", required=True)
     for name, func, text in (("plan", cmd_plan, "list the expanded runs and which are stored"),
                              ("run", cmd_run, "run the missing runs"),
-                             ("sbatch", cmd_sbatch, "write sbatch array scripts for the missing runs")):
+                             ("sbatch", cmd_sbatch, "write sbatch array scripts for the missing runs"),
+                             ("report", cmd_report, "a Markdown table of the stored runs, seeds aggregated")):
         c = csub.add_parser(name, help=text)
         c.add_argument("file", type=Path)
         add_common(c)
@@ -109,6 +110,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     failed = [r for r in results if r.get("status") != "ok"]
     print(f"campaign {campaign.name}: {len(results) - len(failed)} ok, {len(failed)} not ok")
     return 1 if failed else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from joulebench.cluster.report import cell_labels, markdown_table
+
+    campaign, runs, store, done = _load(args)
+    specs = [s for s, _ in runs]
+    rows = store.execute("SELECT * FROM runs WHERE run_key IN (SELECT unnest(?))",
+                         [[s.run_key for s in specs]]).df()
+    print(f"campaign {campaign.name}: {len(done & {s.run_key for s in specs})} of {len(specs)} runs stored ok")
+    print(markdown_table(rows, cell_labels(specs)))
+    return 0
 
 
 def cmd_sbatch(args: argparse.Namespace) -> int:

@@ -173,3 +173,28 @@ def test_plan_lists_stored_and_missing(tmp_path: Path) -> None:
     failed = cli("campaign", "plan", str(bad))
     assert failed.returncode != 0
     assert len(failed.stderr.strip().splitlines()) == 1 and "seed" in failed.stderr
+
+
+def test_report_aggregates_seeds_per_cell(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from joulebench.cluster.campaign import Campaign, resolve_runs
+    from joulebench.cluster.report import cell_labels, markdown_table
+
+    specs = [s for s, _ in resolve_runs(Campaign.load(write(tmp_path)))]
+
+    def row(s) -> dict:
+        bad = s.task_params["batch_size"] == 32 and s.seed == 1
+        return {"run_key": s.run_key, "task": s.task, "preset": s.preset, "seed": s.seed,
+                "method": s.method, "world_size": 1, "status": "diverged" if bad else "ok",
+                "error": "loss is NaN" if bad else None, "primary_metric": "mse",
+                "primary_value": s.task_params["batch_size"] / 100 + s.seed, "n_trainable_params": 100,
+                "train_energy_j": 10.0, "energy_estimated": True, "train_s": 1.0, "samples": 64,
+                "gradient_updates": 2}
+
+    lines = markdown_table(pd.DataFrame([row(s) for s in specs]), cell_labels(specs)).splitlines()
+    assert "test mse" in lines[0] and "train J (estimate)" in lines[0]
+    cells = {line.split(" | ")[2]: line.split(" | ") for line in lines[2:4]}
+    assert cells["backprop (batch_size=16)"][4:6] == ["2/2", "0.6600 [0.1600–1.1600]"]
+    assert cells["backprop (batch_size=32)"][4:6] == ["1/2", "0.3200"]
+    assert lines[-1].endswith("seed=1: diverged: loss is NaN")
