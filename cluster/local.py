@@ -25,7 +25,7 @@ from typing import Any
 from joulebench.harness.runner import failure_row, now_utc
 from joulebench.harness.spec import ResolvedSpec
 from joulebench.harness.store import Store
-from joulebench.harness.worker import Worker, summary
+from joulebench.harness.worker import Worker, env_threads, summary
 
 Report = Callable[[dict[str, Any]], None]
 
@@ -83,7 +83,7 @@ def run_local(specs: list[ResolvedSpec], results: Path, jobs: int = 1, plugins: 
     plugins = list(plugins or [])
     single = [s for s in specs if s.world_size == 1]
     parallel = [s for s in specs if s.world_size > 1]
-    threads = max(1, (os.cpu_count() or 1) // max(jobs, 1))
+    threads = env_threads() or max(1, (os.cpu_count() or 1) // max(jobs, 1))
     local = threading.local()
     workers: list[Worker] = []
     lock = threading.Lock()

@@ -7,6 +7,7 @@ with status ``crashed`` or ``timeout`` and starts a fresh worker for the next ru
 
 from __future__ import annotations
 
+import atexit
 import multiprocessing as mp
 import os
 import time
@@ -92,7 +93,8 @@ def warm_up() -> None:
         model(torch.randn(4, 8))
 
 
-def _env_threads() -> int | None:
+def env_threads() -> int | None:
+    """``JOULEBENCH_THREADS``: torch threads per worker, when the user fixes them."""
     value = os.environ.get("JOULEBENCH_THREADS", "")
     return int(value) if value.isdigit() and int(value) > 0 else None
 
@@ -105,20 +107,27 @@ class Worker:
         self.results = Path(results)
         self.plugins = list(plugins or [])
         self.region = region
-        self.threads = threads if threads is not None else _env_threads()
+        self.threads = threads if threads is not None else env_threads()
         self._proc: mp.process.BaseProcess | None = None
         self._conn = None
+        self._atexit = False
 
     def _ensure(self) -> None:
         if self._proc is not None and self._proc.is_alive():
             return
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
-        self._proc = ctx.Process(target=_worker_main, name="joulebench-worker", daemon=True,
+        # not daemonic, so that tasks may start DataLoader worker processes (JPEG decoding);
+        # the child leaves when its pipe closes, and close() runs at exit before multiprocessing
+        # joins its children
+        self._proc = ctx.Process(target=_worker_main, name="joulebench-worker", daemon=False,
                                  args=(child, str(self.results), self.plugins, self.region, self.threads))
         self._proc.start()
         child.close()
         self._conn = parent
+        if not self._atexit:
+            atexit.register(self.close)
+            self._atexit = True
 
     def run(self, spec: ResolvedSpec,
             on_progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
