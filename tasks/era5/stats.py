@@ -1,0 +1,99 @@
+"""Normalisation statistics and climatology, from the training years only.
+
+Per channel: mean and standard deviation over every training step and grid point (FourCastNet's
+global z-score). Climatology (the reference of ACC and the climatology baseline): per grid point
+either the time mean of the training years (``mean``, FourCastNet's ``time_means``) or one mean
+per calendar month and hour of day (``month_hour``, close to WeatherBench2's day-of-year × hour
+climatology). ``stats_steps`` > 0 estimates them from that many evenly spaced training steps (for
+real data, where reading every step costs hours); results of such runs are cached on disk.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from joulebench.tasks.era5.data import Source
+
+READ_CHUNK = 32
+
+
+@dataclass
+class Stats:
+    mean: np.ndarray      # (C,) float64
+    std: np.ndarray       # (C,) float64
+    clim: np.ndarray      # (bins, C, lat, lon) float32, physical units
+    kind: str             # "mean" or "month_hour"
+    step_hours: int
+
+    def bins(self, times: pd.DatetimeIndex) -> np.ndarray:
+        """Climatology bin of each time."""
+        if self.kind == "mean":
+            return np.zeros(len(times), dtype=np.int64)
+        per_day = 24 // self.step_hours
+        return ((times.month - 1) * per_day + times.hour // self.step_hours).to_numpy(np.int64)
+
+    def normalised_clim(self) -> np.ndarray:
+        return ((self.clim - self.mean[None, :, None, None]) / self.std[None, :, None, None]).astype(np.float32)
+
+
+def n_bins(kind: str, step_hours: int) -> int:
+    return 1 if kind == "mean" else 12 * (24 // step_hours)
+
+
+def compute(source: Source, span: tuple[int, int], kind: str, stats_steps: int = 0) -> Stats:
+    """Stream the training steps once (in chunks), accumulating in float64 around a reference."""
+    steps = np.arange(*span)
+    if 0 < stats_steps < len(steps):
+        steps = np.unique(np.linspace(span[0], span[1] - 1, stats_steps).round().astype(np.int64))
+    c = len(source.channels)
+    helper = Stats(np.zeros(c), np.ones(c), np.zeros(0), kind, source.step_hours)
+    bins = helper.bins(source.times[steps])
+    sums = np.zeros((n_bins(kind, source.step_hours), c, *source.shape))
+    counts = np.zeros(len(sums))
+    ref = s1 = s2 = None
+    for lo in range(0, len(steps), READ_CHUNK):
+        x = source.read(steps[lo:lo + READ_CHUNK]).astype(np.float64)
+        if ref is None:
+            ref = x.mean(axis=(0, 2, 3))
+            s1, s2 = np.zeros(c), np.zeros(c)
+        shifted = x - ref[None, :, None, None]
+        s1 += shifted.sum(axis=(0, 2, 3))
+        s2 += (shifted**2).sum(axis=(0, 2, 3))
+        np.add.at(sums, bins[lo:lo + READ_CHUNK], x)
+        np.add.at(counts, bins[lo:lo + READ_CHUNK], 1)
+    n = len(steps) * source.shape[0] * source.shape[1]
+    mean_shift = s1 / n
+    std = np.sqrt(np.maximum(s2 / n - mean_shift**2, 0.0))
+    overall = sums.sum(axis=0) / counts.sum()
+    clim = np.where(counts[:, None, None, None] > 0, sums / np.maximum(counts, 1)[:, None, None, None],
+                    overall[None])
+    return Stats(ref + mean_shift, np.where(std > 0, std, 1.0), clim.astype(np.float32), kind,
+                 source.step_hours)
+
+
+def cached(source: Source, span: tuple[int, int], kind: str, stats_steps: int, cache: Path) -> Stats:
+    """``compute`` once per store, channels, years and settings; kept as .npz under ``cache``."""
+    store = Path(source.path)
+    fingerprint = json.dumps({
+        "path": str(store.resolve()), "mtime": store.stat().st_mtime,
+        "channels": [c.name for c in source.channels], "first": str(source.times[span[0]]),
+        "last": str(source.times[span[1] - 1]), "step": source.step_hours, "kind": kind,
+        "stats_steps": stats_steps, "version": 1}, sort_keys=True)
+    path = cache / "stats" / f"{hashlib.sha256(fingerprint.encode()).hexdigest()[:16]}.npz"
+    if path.is_file():
+        with np.load(path) as z:
+            return Stats(z["mean"], z["std"], z["clim"], kind, source.step_hours)
+    stats = compute(source, span, kind, stats_steps)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.stem}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp.npz")
+    np.savez(tmp, mean=stats.mean, std=stats.std, clim=stats.clim, fingerprint=fingerprint)
+    os.replace(tmp, path)
+    return stats
