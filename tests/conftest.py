@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 os.environ.setdefault("TQDM_DISABLE", "1")
+# generated data sets go to a throw-away cache, never the user's home (workers inherit this)
+os.environ.setdefault("JOULEBENCH_CACHE", tempfile.mkdtemp(prefix="joulebench-test-cache-"))
 
 
 @pytest.fixture

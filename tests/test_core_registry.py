@@ -71,3 +71,14 @@ def test_installed_packages_register_through_entry_points(monkeypatch) -> None:
         assert reg.origins[reg.methods["external_sgd"]].startswith("entry point external_sgd")
     finally:
         reset_registry()
+
+
+def test_cache_root_prefers_override_then_environment(tmp_path, monkeypatch) -> None:
+    from joulebench.harness.cache import cache_root
+
+    monkeypatch.setenv("JOULEBENCH_CACHE", str(tmp_path / "env"))
+    assert cache_root("era5", tmp_path / "mine") == tmp_path / "mine" / "era5"
+    assert cache_root("era5") == tmp_path / "env" / "era5"
+    monkeypatch.delenv("JOULEBENCH_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert cache_root("imagenet-gen") == tmp_path / "xdg" / "joulebench" / "imagenet-gen"

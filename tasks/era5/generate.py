@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 
+from joulebench.harness.cache import cache_root
 from joulebench.tasks.era5.data import specific_humidity
 
 EARTH_RADIUS = 6.371e6
@@ -62,16 +63,14 @@ class GenConfig:
         return parts[0].append(parts[1:])
 
 
-def cache_root(cache_dir: str = "") -> Path:
-    """Where generated stores and statistics go: ``cache_dir``, ``$JOULEBENCH_CACHE``, or
-    ``~/.cache/joulebench`` (then ``era5/`` below it)."""
-    root = cache_dir or os.environ.get("JOULEBENCH_CACHE") or Path.home() / ".cache" / "joulebench"
-    return Path(root).expanduser() / "era5"
+def era5_cache(cache_dir: str = "") -> Path:
+    """Where generated stores and statistics go (``era5/`` below the project's cache root)."""
+    return cache_root("era5", cache_dir)
 
 
 def ensure_store(cfg: GenConfig, cache_dir: str = "") -> Path:
     """The generated store for ``cfg``, written once per cache; safe under concurrent callers."""
-    path = cache_root(cache_dir) / f"generated-{cfg.n_lat}x{cfg.n_lon}-{cfg.key()}.zarr"
+    path = era5_cache(cache_dir) / f"generated-{cfg.n_lat}x{cfg.n_lon}-{cfg.key()}.zarr"
     if path.exists():
         return path
     path.parent.mkdir(parents=True, exist_ok=True)

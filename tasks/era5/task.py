@@ -25,7 +25,7 @@ from joulebench.tasks.era5 import stats as era5_stats
 from joulebench.tasks.era5.afno import AFNONet
 from joulebench.tasks.era5.channels import KEY_CHANNELS, parse_channels
 from joulebench.tasks.era5.data import Source, parse_years
-from joulebench.tasks.era5.generate import GenConfig, cache_root, ensure_store
+from joulebench.tasks.era5.generate import GenConfig, ensure_store, era5_cache
 from joulebench.tasks.era5.metrics import Scores, lat_weights, weighted_acc, weighted_rmse
 from joulebench.tasks.era5.windows import Frames, Windows
 
@@ -155,7 +155,7 @@ class ERA5(Task):
         years = tuple(parse_years(hp[f"{s}_years"]) for s in SPLITS)
         self.source, self.stats, self.frames = _prepared(
             str(path), mtime, hp.channels, hp.step_hours, years, hp.climatology, hp.stats_steps,
-            hp.preload_mb, str(cache_root(hp.cache_dir)))
+            hp.preload_mb, str(era5_cache(hp.cache_dir)))
         self.names = [c.name for c in self.source.channels]
         self.lead = max(1, hp.eval_lead_hours // hp.step_hours) if hp.eval_lead_hours else 1
         self.w_lat = torch.from_numpy(lat_weights(self.source.lat)).float()

@@ -29,6 +29,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from joulebench.harness.cache import cache_root
+
 VERSION = 1
 """Bump when the images change for the same configuration (a new folder name, old trees kept)."""
 BASE_CYCLES = 2.5
@@ -100,15 +102,9 @@ def _write_split(root: Path, split: str, per_class: int, cfg: GenConfig, seed: i
             image.save(folder / f"{class_name(label)}_{i}.JPEG", quality=JPEG_QUALITY)
 
 
-def cache_root() -> Path:
-    """Where generated trees go unless ``data_dir`` says otherwise."""
-    base = os.environ.get("JOULEBENCH_CACHE") or os.environ.get("XDG_CACHE_HOME")
-    return (Path(base) if base else Path.home() / ".cache") / "joulebench" / "imagenet-gen"
-
-
 def ensure_generated(cfg: GenConfig, parent: str | Path = "") -> Path:
     """The folder holding ``train/`` and ``val/`` for ``cfg``, generated on first use."""
-    parent = Path(parent).expanduser() if parent else cache_root()
+    parent = Path(parent).expanduser() if parent else cache_root("imagenet-gen")
     final = parent / cfg.tag()
     if (final / MANIFEST).is_file():
         return final
