@@ -17,7 +17,7 @@ N_DAY_TYPES = 3
 def day_types(dates: pd.Series | pd.DatetimeIndex, country: str = "") -> np.ndarray:
     """The day type of every timestamp (int64), holidays of ``country`` counted as Sundays."""
     index = pd.DatetimeIndex(dates)
-    dow = np.asarray(index.dayofweek)
+    dow = np.asarray(index.day_of_week)
     out = np.where(dow < 5, WORKDAY, np.where(dow == 5, SATURDAY, SUNDAY_HOLIDAY)).astype(np.int64)
     if country:
         import holidays

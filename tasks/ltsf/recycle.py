@@ -13,7 +13,10 @@ Residual Cyclic Transformers"): primary cycle compression, recent-historic profi
   against the profile, all channels flattened, plus day-type fractions and calendar features), so
   attention runs over ``seq_len / cycle_len`` tokens instead of ``seq_len``. An encoder-decoder
   Transformer maps the input tokens and the forecast profile tokens to the forecast residual in one
-  shot (no causal mask). The output layer starts at zero, so an untrained ReCycle forecasts the RHP.
+  shot (no causal mask). Token values are divided by each window's per-channel spread and the
+  forecast profile is taken relative to the window's mean (the residual is scaled back), so the
+  Transformer never sees an absolute level. The output layer starts at zero, so an untrained
+  ReCycle forecasts the RHP.
 """
 
 from __future__ import annotations
@@ -154,9 +157,13 @@ class ReCycle(_Profiles):
             days_p = None if y_day is None else torch.cat([y_day, y_day[:, -1:].expand(-1, pad)], 1)
         else:
             out_p, marks_p, days_p = out, future_marks, y_day
-        enc = self._tokens(x[:, -n:] - hist, None if x_day is None else x_day[:, -n:],
+        # instance-normalised tokens: no absolute level reaches the Transformer, so a level it
+        # never saw in training (ETTh2's test months) cannot throw its residual off
+        level = x.mean(1, keepdim=True).detach()
+        spread = (x.var(1, keepdim=True, unbiased=False) + 1e-5).sqrt().detach()
+        enc = self._tokens((x[:, -n:] - hist) / spread, None if x_day is None else x_day[:, -n:],
                            x_mark[:, -n:], self.n_in)
-        dec = self._tokens(out_p, days_p, marks_p, self.n_out)
+        dec = self._tokens((out_p - level) / spread, days_p, marks_p, self.n_out)
         h = self.transformer(self.enc_in(enc) + self.enc_pos, self.dec_in(dec) + self.dec_pos)
         residual = self.out(h).reshape(b, self.n_out * self.cycle, self.channels)
-        return out + residual[:, : self.pred_len]
+        return out + residual[:, : self.pred_len] * spread
