@@ -13,7 +13,7 @@ from joulebench.harness.runner import Runner
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store
 from joulebench.tasks.load import data, metrics
-from joulebench.tasks.load.models import CINN, POINT
+from joulebench.tasks.load.models import CINN, POINT, residual_scale
 from tests.conftest import shared_file
 
 
@@ -74,7 +74,7 @@ def test_metrics_agree() -> None:
 
 def test_cinn_is_invertible_and_logdet_is_exact() -> None:
     torch.manual_seed(0)
-    net = CINN(n_feat=5, blocks=3, hidden=16).double()
+    net = CINN(n_feat=5, blocks=3, hidden=16, scale=torch.linspace(0.5, 2, 24)).double()
     for p in net.parameters():                  # leave the zero init, so the test is not trivial
         torch.nn.init.normal_(p, std=0.3)
     x, point, y = (torch.randn(3, n, dtype=torch.float64) for n in (5, 24, 24))
@@ -90,7 +90,7 @@ def test_tiny_runs_every_point_model(results: Path, model: str) -> None:
     row = _run(results, task_params={"model": model})
     assert row["status"] == "ok", row.get("traceback")
     assert row["model"] == f"{model}+cinn" and row["gradient_updates"] == 60
-    for k in ("crps", "crps_gauss", "pinball", "mae_median", "coverage80"):
+    for k in ("crps", "crps_gauss", "crps_gauss_mle", "pinball", "mae_median", "coverage80"):
         assert math.isfinite(row[f"metric_{k}"])
     assert row["metric_crps"] < row["metric_mae_point"]       # a distribution beats its point
 
@@ -99,13 +99,6 @@ def test_without_cinn_the_gaussian_is_the_forecast(results: Path) -> None:
     row = _run(results, task_params={"cinn": False})
     assert row["status"] == "ok", row.get("traceback")
     assert row["metric_crps"] == row["metric_crps_gauss"]
-
-
-def test_spread_widens_the_interval(results: Path) -> None:
-    narrow = _run(results, task_params={"spread": 0.2})
-    wide = _run(results, task_params={"spread": 2.0})
-    assert narrow["metric_coverage80"] < wide["metric_coverage80"]
-    assert narrow["metric_mae_point"] == wide["metric_mae_point"]   # training is the same
 
 
 def test_load_bw_reads_and_trains(results: Path) -> None:
@@ -130,3 +123,53 @@ def test_zero_centre_samples_the_cinn_distribution(results: Path) -> None:
     assert zero["status"] == "ok", zero.get("traceback")
     assert zero["metric_mae_point"] == point["metric_mae_point"]
     assert zero["metric_crps"] != point["metric_crps"]
+
+
+def test_flow_takes_many_draws_per_window_at_once() -> None:
+    """Sampling pushes (S, N, H) through with one condition row per window: same as one by one."""
+    torch.manual_seed(1)
+    net = CINN(n_feat=5, blocks=2, hidden=16, scale=0.3).double()
+    for p in net.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    x, point, z = (torch.randn(*n, dtype=torch.float64) for n in ((4, 5), (4, 24), (3, 4, 24)))
+    c = net.condition(x, point)
+    together = net.inverse(z, c)
+    alone = torch.stack([net.inverse(z[k], c) for k in range(3)])
+    assert torch.allclose(together, alone, atol=1e-9)
+    zz, logdet = net(together, c)
+    assert torch.allclose(zz, z, atol=1e-9) and logdet.shape == (3, 4)
+
+
+def test_residual_scale_is_the_linear_residual() -> None:
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(4000, 6, generator=g)
+    y = x @ torch.randn(6, 24, generator=g) + 0.3 * torch.randn(4000, 24, generator=g)
+    assert torch.allclose(residual_scale(x, y), torch.full((24,), 0.3), rtol=0.06)
+
+
+def test_width_is_chosen_at_the_validation_optimum() -> None:
+    """A forecaster of the right shape: the rule recovers its true width in few evaluations."""
+    g = torch.Generator().manual_seed(0)
+    y = 1.7 * torch.randn(400, 24, generator=g)
+    noise = torch.randn(200, 400, 24, generator=g)
+    widths: list[float] = []
+
+    def sample(w: float) -> torch.Tensor:
+        widths.append(w)
+        return w * noise
+    chosen = metrics.select_on_validation(sample, y, evals=9)
+    assert chosen == pytest.approx(1.7, rel=0.06) and len(widths) == 9
+    assert 0.2 <= min(widths) and max(widths) <= 3.0
+
+
+def test_spread_widens_and_is_tuned_on_validation(results: Path) -> None:
+    narrow = _run(results, task_params={"spread": 0.2})
+    wide = _run(results, task_params={"spread": 3.0})
+    tuned = _run(results, task_params={"spread": 0.0})
+    assert tuned["status"] == "ok", tuned.get("traceback")
+    assert narrow["metric_coverage80"] < wide["metric_coverage80"]
+    assert narrow["metric_mae_point"] == wide["metric_mae_point"]   # training is the same
+    assert 0.2 <= tuned["metric_spread"] <= 3.0 and wide["metric_spread"] == 3.0
+    assert tuned["val_crps"] < wide["val_crps"]
+    assert tuned["metric_sigma_factor"] == wide["metric_sigma_factor"]   # same Gaussian baseline
+    assert tuned["metric_crps_gauss"] == wide["metric_crps_gauss"]

@@ -63,7 +63,11 @@ POINT = {"linear": Linear, "mlp": MLP, "nhits": NHiTS}
 
 
 class Coupling(nn.Module):
-    """Affine coupling: half of y is scaled and shifted by a net of the other half and the condition."""
+    """Affine coupling: half of y is scaled and shifted by a net of the other half and the condition.
+
+    Flow layers take y of shape (..., N, H) and c of shape (N, C): sampling pushes S draws per
+    window through at once, and the condition's share of the first layer is computed once per
+    window, not once per draw (most of the cost of sampling)."""
 
     def __init__(self, dim: int, n_cond: int, hidden: int, seed: int) -> None:
         super().__init__()
@@ -77,35 +81,102 @@ class Coupling(nn.Module):
         nn.init.zeros_(self.net[-1].bias)
 
     def _st(self, a, c):
-        s, t = self.net(torch.cat([a, c], 1)).chunk(2, 1)
+        first = self.net[0]
+        h = F.linear(a, first.weight[:, :self.d1]) + F.linear(c, first.weight[:, self.d1:], first.bias)
+        s, t = self.net[2](F.relu(h)).chunk(2, -1)
         return 2.0 * torch.tanh(s / 2.0), t                 # soft-clamped log-scale
 
     def forward(self, y, c):
-        y = y[:, self.perm]
-        a, b = y[:, :self.d1], y[:, self.d1:]
+        y = y[..., self.perm]
+        a, b = y[..., :self.d1], y[..., self.d1:]
         s, t = self._st(a, c)
-        return torch.cat([a, b * torch.exp(s) + t], 1), s.sum(1)
+        return torch.cat([a, b * torch.exp(s) + t], -1), s.sum(-1)
 
     def inverse(self, z, c):
-        a, b = z[:, :self.d1], z[:, self.d1:]
+        a, b = z[..., :self.d1], z[..., self.d1:]
         s, t = self._st(a, c)
-        y = torch.cat([a, (b - t) * torch.exp(-s)], 1)
-        return y[:, self.inv]
+        y = torch.cat([a, (b - t) * torch.exp(-s)], -1)
+        return y[..., self.inv]
+
+
+class ConditionalAffine(nn.Module):
+    """Elementwise shift and log-scale from the condition: a heteroscedastic Gaussian by itself.
+
+    Zero-initialised, so it starts as the identity; it lets the flow widen or narrow the whole
+    distribution per window (holidays, hour of day) without routing that through the couplings."""
+
+    def __init__(self, dim: int, n_cond: int) -> None:
+        super().__init__()
+        self.net = nn.Linear(n_cond, 2 * dim)
+        nn.init.zeros_(self.net.weight)
+        nn.init.zeros_(self.net.bias)
+
+    def _st(self, c):
+        t, s = self.net(c).chunk(2, -1)
+        return t, 3.0 * torch.tanh(s / 3.0)
+
+    def forward(self, y, c):
+        t, s = self._st(c)
+        return (y - t) * torch.exp(-s), (-s.sum(-1)).expand(y.shape[:-1])
+
+    def inverse(self, z, c):
+        t, s = self._st(c)
+        return z * torch.exp(s) + t
+
+
+class LUMix(nn.Module):
+    """Invertible linear map W = L·U (unit lower L, upper U with exp diagonal), identity at start.
+
+    The 24 residuals of one window are strongly correlated (a forecast that is too low is too low
+    all day); one linear layer captures that exactly, which coupling blocks learn only slowly."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.lower = nn.Parameter(torch.zeros(dim, dim))
+        self.upper = nn.Parameter(torch.zeros(dim, dim))
+        self.log_diag = nn.Parameter(torch.zeros(dim))
+        self.register_buffer("mask", torch.tril(torch.ones(dim, dim), -1))
+        self.register_buffer("eye", torch.eye(dim))
+
+    def _lu(self):
+        lower = self.lower * self.mask + self.eye
+        upper = self.upper * self.mask.T + torch.diag(torch.exp(self.log_diag))
+        return lower, upper
+
+    def forward(self, y, c):
+        lower, upper = self._lu()
+        return y @ (lower @ upper).T, self.log_diag.sum().expand(y.shape[:-1])
+
+    def inverse(self, z, c):
+        lower, upper = self._lu()
+        inv_l = torch.linalg.solve_triangular(lower, self.eye, upper=False, unitriangular=True)
+        inv_u = torch.linalg.solve_triangular(upper, self.eye, upper=True)
+        return z @ (inv_u @ inv_l).T
 
 
 class CINN(nn.Module):
-    """Conditional INN over the 24 h target; condition = features and the (detached) point forecast."""
+    """Conditional INN over the 24 h residual; condition = features and the (detached) point forecast.
 
-    def __init__(self, n_feat: int, blocks: int, hidden: int) -> None:
+    ``scale`` (per horizon hour, fixed) divides the residual first so that the flow sees values of
+    order one from the start; ``head`` adds a conditional elementwise affine and a linear mix before
+    the coupling blocks (``head=False``: couplings only, the earlier design)."""
+
+    def __init__(self, n_feat: int, blocks: int, hidden: int, scale: torch.Tensor | float = 1.0,
+                 head: bool = True) -> None:
         super().__init__()
+        self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).expand(HORIZON).clone())
         self.cond = nn.Sequential(nn.Linear(n_feat + HORIZON, hidden), nn.ReLU())
-        self.blocks = nn.ModuleList(Coupling(HORIZON, hidden, hidden, seed=i) for i in range(blocks))
+        head_layers = [ConditionalAffine(HORIZON, hidden), LUMix(HORIZON)] if head else []
+        self.blocks = nn.ModuleList(head_layers + [Coupling(HORIZON, hidden, hidden, seed=i)
+                                                   for i in range(blocks)])
 
     def condition(self, x, point):
         return self.cond(torch.cat([x, point], 1))
 
     def forward(self, y, c):
-        logdet = torch.zeros(len(y), device=y.device)
+        """y (..., N, 24) ↦ latent z and log|det ∂z/∂y| (..., N); c (N, hidden)."""
+        y = y / self.scale
+        logdet = -torch.log(self.scale).sum().expand(y.shape[:-1])
         for blk in self.blocks:
             y, ld = blk(y, c)
             logdet = logdet + ld
@@ -114,11 +185,20 @@ class CINN(nn.Module):
     def inverse(self, z, c):
         for blk in reversed(self.blocks):
             z = blk.inverse(z, c)
-        return z
+        return z * self.scale
 
     def nll(self, y, c):
         z, logdet = self(y, c)
-        return (0.5 * z.pow(2).sum(1) - logdet).mean() / HORIZON + 0.5 * math.log(2 * math.pi)
+        return (0.5 * z.pow(2).sum(-1) - logdet).mean() / HORIZON + 0.5 * math.log(2 * math.pi)
+
+
+def residual_scale(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
+    """Per-horizon std of a ridge regression's residual on the training windows: the size of the
+    errors a point forecaster leaves, known before training, to normalise the cINN's input."""
+    xb = torch.cat([x, torch.ones(len(x), 1)], 1).double()
+    eye = torch.eye(xb.shape[1], dtype=xb.dtype)
+    coef = torch.linalg.solve(xb.T @ xb + ridge * len(x) * eye, xb.T @ y.double())
+    return (y.double() - xb @ coef).std(0).float().clamp_min(1e-6)
 
 
 class LoadModel(nn.Module):
