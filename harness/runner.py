@@ -264,13 +264,15 @@ def parameter_spread(model: torch.nn.Module) -> float | None:
     return float(high - low)
 
 
-NODE_LEVEL_SOURCES = ("rapl", "nvml")
-"""Sensors that see the whole node: only the node's first rank reports them."""
+NODE_LEVEL_SOURCES = ("rapl", "nvml", "estimate:codecarbon/ram-power-model")
+"""Figures that describe the whole node, so only the node's first rank reports them: the sensors,
+and codecarbon's RAM model, whose power is a floor of two DIMMs (10 W) whatever one process uses;
+summed over four ranks on one machine it would claim four machines' memory."""
 
 
 def sum_energy_over_ranks(clock: PhaseClock, dist_info: DistInfo) -> None:
     """Replace this rank's window energies by the run's: process-level estimates are summed over
-    all ranks, node-level sensors over the first rank of each node, so nothing counts twice."""
+    all ranks, node-level figures over the first rank of each node, so nothing counts twice."""
     from joulebench.harness.distributed import sum_over_ranks
 
     for device in ("cpu", "gpu", "dram"):

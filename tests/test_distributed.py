@@ -54,6 +54,7 @@ def _ranks(rank: int, init_file: str, out_dir: str) -> None:
     # (case, local rank of rank 1, cpu source): rank 0 measured 10 J, rank 1 measured 7 J
     for case, local_rank_1, source in (("one_node_rapl", 1, "rapl"),
                                        ("one_node_estimate", 1, "estimate:codecarbon"),
+                                       ("one_node_ram_model", 1, "estimate:codecarbon/ram-power-model"),
                                        ("two_nodes_rapl", 0, "rapl")):
         clock = PhaseClock(None)
         clock.joules["train"]["cpu"] = 10.0 if rank == 0 else 7.0
@@ -71,4 +72,5 @@ def test_energy_is_summed_over_nodes_never_twice(tmp_path: Path) -> None:
     assert ranks[0] == ranks[1]  # every rank ends with the run's figure
     assert ranks[0]["one_node_rapl"] == [10.0, None, 1]       # a node sensor: its first rank only
     assert ranks[0]["one_node_estimate"] == [17.0, None, 1]   # per-process estimates add up
+    assert ranks[0]["one_node_ram_model"] == [10.0, None, 1]  # the RAM model describes the node
     assert ranks[0]["two_nodes_rapl"] == [17.0, None, 2]      # one sensor reading per node, summed
