@@ -40,12 +40,15 @@ def _varied(specs: Sequence[ResolvedSpec], attr: str) -> list[str]:
 
 
 def cell_labels(specs: Sequence[ResolvedSpec]) -> dict[str, str]:
-    """run_key → the cell's label: method plus the parameters that vary within the campaign."""
-    t_varied, m_varied = _varied(specs, "task_params"), _varied(specs, "method_params")
+    """run_key → the cell's label: method plus the task parameters that vary within the campaign
+    and the method parameters that vary between runs of that method."""
+    t_varied = _varied(specs, "task_params")
+    m_varied = {m: _varied([s for s in specs if s.method == m], "method_params")
+                for m in {s.method for s in specs}}
     out = {}
     for s in specs:
         parts = [f"{k}={s.task_params[k]}" for k in t_varied if k in s.task_params]
-        parts += [f"{k}={s.method_params[k]}" for k in m_varied if k in s.method_params]
+        parts += [f"{k}={s.method_params[k]}" for k in m_varied[s.method] if k in s.method_params]
         out[s.run_key] = f"{s.method}" + (f" ({', '.join(parts)})" if parts else "")
     return out
 
