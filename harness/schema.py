@@ -1,4 +1,4 @@
-"""Result schema v1: fixed types for the core columns, prefixed columns for what varies per run.
+"""Result schema v2: fixed types for the core columns, prefixed columns for what varies per run.
 
 Prefixed columns: ``p_<name>`` (a task or method parameter; numbers as DOUBLE, the rest VARCHAR),
 ``metric_<name>`` (test metrics), ``val_<name>`` (validation metrics) and ``x_<name>`` (method
@@ -20,7 +20,11 @@ TS = pa.timestamp("us", tz="UTC")
 
 RUNS = pa.schema([
     ("schema_version", pa.int32()), ("run_key", pa.string()), ("parent_key", pa.string()),
-    ("campaign", pa.string()), ("task", pa.string()), ("method", pa.string()),
+    # identity (v2): what makes two runs the same experiment, and the attempt of this row
+    ("attempt_id", pa.string()), ("cell_key", pa.string()), ("lineage_key", pa.string()),
+    ("key_scheme", pa.string()), ("code_hash", pa.string()), ("data_fingerprint", pa.string()),
+    ("hardware_class", pa.string()), ("hardware_flag", pa.string()), ("params_read", pa.string()),
+    ("campaign", pa.string()), ("timeout_s", pa.float64()), ("task", pa.string()), ("method", pa.string()),
     ("model", pa.string()), ("preset", pa.string()), ("seed", pa.int64()),
     ("task_params", pa.string()), ("method_params", pa.string()), ("spec_json", pa.string()),
     ("budget_steps", pa.int64()), ("budget_epochs", pa.float64()), ("budget_seconds", pa.float64()),
@@ -51,15 +55,25 @@ RUNS = pa.schema([
     ("python_version", pa.string()), ("torch_version", pa.string()), ("numpy_version", pa.string()),
     ("host", pa.string()), ("cpu_model", pa.string()), ("cpu_count", pa.int64()),
     ("gpu_model", pa.string()), ("slurm_job_id", pa.string()),
+    ("slurm_array_job_id", pa.string()), ("slurm_array_task_id", pa.string()),
     ("started_at", TS), ("finished_at", TS),
 ])
 
 CURVES = pa.schema([
-    ("schema_version", pa.int32()), ("run_key", pa.string()), ("task", pa.string()),
-    ("method", pa.string()), ("run_started_at", TS), ("split", pa.string()),
+    ("schema_version", pa.int32()), ("run_key", pa.string()), ("attempt_id", pa.string()),
+    ("task", pa.string()), ("method", pa.string()), ("run_started_at", TS), ("split", pa.string()),
     ("step", pa.int64()), ("epoch", pa.float64()), ("samples", pa.int64()),
     ("train_s", pa.float64()), ("train_energy_j", pa.float64()), ("metrics_json", pa.string()),
 ])
+
+V2_RUN_COLUMNS = ("attempt_id", "cell_key", "lineage_key", "key_scheme", "code_hash", "data_fingerprint",
+                  "hardware_class", "hardware_flag", "params_read", "timeout_s",
+                  "slurm_array_job_id", "slurm_array_task_id")
+RUNS_V1 = pa.schema([f for f in RUNS if f.name not in V2_RUN_COLUMNS])
+CURVES_V1 = pa.schema([f for f in CURVES if f.name != "attempt_id"])
+SCHEMAS: dict[int, dict[str, pa.Schema]] = {1: {"runs": RUNS_V1, "curves": CURVES_V1},
+                                            2: {"runs": RUNS, "curves": CURVES}}
+"""The core columns of every schema version a reader accepts (prefixed columns come on top)."""
 
 PREFIXES = ("p_", "metric_", "val_", "x_")
 STATUSES = ("ok", "failed", "diverged", "timeout", "crashed")
