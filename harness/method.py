@@ -51,6 +51,12 @@ class Method:
         return None
 
     @classmethod
+    def uses_methods(cls, hp: Mapping[str, Any]) -> tuple[str, ...]:
+        """Other registered methods whose code decides this method's result (a search's inner
+        method): their import closures join this method's in the run_key."""
+        return ()
+
+    @classmethod
     def timeout_factor(cls, hp: Mapping[str, Any]) -> float:
         """How many preset-sized runs this method's run may take (a search: its trials)."""
         return 1.0

@@ -71,12 +71,14 @@ class Registry:
         broken = [k for k in self.errors if name in k]
         return f" ({broken[0]} failed to load: {self.errors[broken[0]]})" if broken else ""
 
-    def code_hash(self, task: str, method: str) -> str:
+    def code_hash(self, task: str, method: str, method_hp: dict | None = None) -> str:
         """The source hash of everything the experiment imports (see ``harness.identity``)."""
-        return identity.code_hash(self.closure(task, method))
+        return identity.code_hash(self.closure(task, method, method_hp))
 
-    def closure(self, task: str, method: str) -> dict[str, Path]:
-        modules = [self.tasks[task].__module__, self.methods[method].__module__, *identity.TRAINING_LOOP]
+    def closure(self, task: str, method: str, method_hp: dict | None = None) -> dict[str, Path]:
+        used = self.methods[method].uses_methods(method_hp) if method_hp is not None else ()
+        modules = [self.tasks[task].__module__, self.methods[method].__module__,
+                   *(self.method(m).__module__ for m in used), *identity.TRAINING_LOOP]
         outside = {m.split(".")[0] for m in modules if not m.startswith(identity.PACKAGE + ".")}
         return identity.import_closure(modules, outside)
 

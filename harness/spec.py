@@ -165,7 +165,7 @@ def resolve(spec: RunSpec) -> ResolvedSpec:
         eval_every=spec.eval_every or preset.eval_every,
         timeout_s=spec.timeout_s or preset.timeout_s * method_cls.timeout_factor(method_hp),
         parent_key=spec.parent_key,
-        code_hash=reg.code_hash(spec.task, spec.method),
+        code_hash=reg.code_hash(spec.task, spec.method, method_hp),
         data_fingerprint=identity.data_fingerprint(task_cls.data_files(task_hp, spec.preset)),
         hardware_class=spec.hardware or identity.hardware_class(device, spec.world_size),
     )
