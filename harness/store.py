@@ -220,6 +220,22 @@ class Store:
                 legacy = [p for p in legacy if p.exists()]  # a legacy file merged: its part is listed next
         raise StoreError(f"the store at {self.root} kept changing under {READ_TRIES} reads; try again")
 
+    def has_ok(self, task: str, run_key: str, parts_since: float | None = None) -> bool:
+        """Whether the key has an ok attempt in a loose file, or in a part written after
+        ``parts_since`` (a driver re-checks this cheaply before each run; see ``claim``)."""
+        folder = self.root / "runs" / f"task={safe_segment(task)}"
+        if any(folder.glob(f"{safe_segment(run_key)}.*.ok.parquet")):
+            return True
+        parts = [p for p in part_files(self.root / "runs")
+                 if parts_since is None or p.stat().st_mtime >= parts_since]
+        parts = [p for p in parts if self._usable(p, "runs")]
+        if not parts:
+            return False
+        hit = duckdb.connect().execute(
+            f"SELECT count(*) FROM read_parquet({sql_list(parts)}, union_by_name=true, hive_partitioning=false) "
+            "WHERE run_key = ? AND status = 'ok'", [run_key]).fetchone()[0]
+        return hit > 0
+
     def execute(self, sql: str, params: list | None = None,
                 con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
         """Run a query over the views; files vanishing (compaction) or damaged inside are met by
