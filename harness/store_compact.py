@@ -58,12 +58,12 @@ def _merge_batch(root: Path, name: str, batch: list[Path], memory_limit: str) ->
     seen = {p: identity(p) for p in batch}
     batch = [p for p in batch if seen[p] is not None]
     parts = root / name / PARTS_DIR
-    parts.mkdir(parents=True, exist_ok=True)
     part = parts / f"part-{time.strftime('%Y%m%dT%H%M%S')}-{uuid.uuid4().hex[:8]}.parquet"
     tmp = part.with_name(f".{part.name}.tmp")
     con = duckdb.connect(config={"memory_limit": memory_limit, "preserve_insertion_order": False})
     meta = f"KV_METADATA {{'joulebench.schema_version': '{SCHEMA_VERSION}', 'joulebench.version': '{__version__}'}}"
     try:
+        parts.mkdir(parents=True, exist_ok=True)
         rows = con.execute(f"COPY (SELECT * FROM read_parquet({sql_list(batch)}, union_by_name=true, "
                            f"hive_partitioning=false)) TO '{_quote(tmp)}' "
                            f"(FORMAT parquet, COMPRESSION zstd, {meta})").fetchone()[0]
@@ -72,15 +72,17 @@ def _merge_batch(root: Path, name: str, batch: list[Path], memory_limit: str) ->
         if why:
             raise SpecError(f"compaction of {name} produced a part that breaks the schema ({why}); nothing removed")
         os.rename(tmp, part)
-    except duckdb.IOException as exc:
-        if "No space left" in str(exc) or "disk" in str(exc).lower():
-            raise SpecError(f"cannot write {part}: no space left on the device; nothing removed") from None
-        raise
+    except duckdb.IOException as exc:  # full disk, or a source moved aside meanwhile
+        why = "no space left on the device" if "space" in str(exc).lower() else str(exc).splitlines()[0]
+        raise SpecError(f"cannot write {part}: {why}; nothing removed, try again") from None
     except OSError as exc:
         raise SpecError(f"cannot write {part}: {exc.strerror or exc}; nothing removed") from None
     finally:
         con.close()
-        tmp.unlink(missing_ok=True)
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
     for path in batch:
         remove_if_identical(root, path, seen[path])
     return int(rows)

@@ -117,7 +117,7 @@ def part_files(table_dir: Path) -> list[Path]:
         with os.scandir(table_dir / PARTS_DIR) as entries:
             return sorted(Path(e.path) for e in entries
                           if e.name.endswith(".parquet") and not e.name.startswith("."))
-    except FileNotFoundError:
+    except (FileNotFoundError, NotADirectoryError):
         return []
 
 

@@ -56,7 +56,6 @@ def read_csv(path: Path) -> pd.DataFrame:
     return frame
 
 
-
 def locate(dataset: str, data_dir: str) -> Path:
     """The user's file for ``dataset``, or a FileNotFoundError that says what to put where."""
     file_name = DATASETS[dataset][0]
