@@ -3,7 +3,8 @@
 Single-process runs go to a pool of ``jobs`` worker processes (each run isolated; a crashed worker
 is replaced). Data-parallel runs (world_size > 1) are launched one at a time with torchrun or
 mpiexec. Rows are written by the runs themselves, so killing the driver loses nothing stored;
-running the campaign again runs only what is missing or failed.
+running the campaign again runs only what is missing or failed. Each run is claimed
+(``Store.claim``) before it starts, so two drivers on one campaign run every run once.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from typing import Any
 
 from joulebench.harness.runner import failure_row, new_attempt_id, now_utc
 from joulebench.harness.spec import ResolvedSpec
-from joulebench.harness.store import Store
+from joulebench.harness.store import Store, StoreError
 from joulebench.harness.worker import Worker, env_threads, summary
 
 Report = Callable[[dict[str, Any]], None]
@@ -78,6 +79,12 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
+def skipped(spec: ResolvedSpec, why: str) -> dict[str, Any]:
+    """The summary of a run this driver did not run (``status`` ``skipped``)."""
+    return {"run_key": spec.run_key, "task": spec.task, "method": spec.method, "preset": spec.preset,
+            "seed": spec.seed, "status": "skipped", "error": why}
+
+
 def run_local(specs: list[ResolvedSpec], results: Path, jobs: int = 1, plugins: list[str] | None = None,
               launcher: str = "torchrun", report: Report | None = None) -> list[dict[str, Any]]:
     plugins = list(plugins or [])
@@ -89,12 +96,24 @@ def run_local(specs: list[ResolvedSpec], results: Path, jobs: int = 1, plugins: 
     lock = threading.Lock()
     out: list[dict[str, Any]] = []
 
+    store, started = Store(results), time.time()
+
     def one(spec: ResolvedSpec) -> None:
         if not hasattr(local, "worker"):
             local.worker = Worker(results, plugins, threads=threads)
             with lock:
                 workers.append(local.worker)
-        result = local.worker.run(spec)
+        claim = store.claim(spec.run_key)
+        if claim is None or store.has_ok(spec.task, spec.run_key, parts_since=started):
+            if claim is not None:
+                claim.release()
+            result = skipped(spec, "claimed by another driver" if claim is None else "stored meanwhile")
+        else:
+            with claim:
+                try:
+                    result = local.worker.run(spec)
+                except StoreError as exc:  # one unstorable run must not stop the campaign
+                    result = {**skipped(spec, str(exc)), "status": "failed"}
         with lock:
             out.append(result)
             if report:

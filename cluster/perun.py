@@ -117,23 +117,23 @@ def import_report(report: str | Path, results: str | Path) -> list[dict[str, Any
     Returns one entry per updated row (run_key, perun run id, joules, share). Rows of a compacted
     store (no per-run file) are reported with ``updated`` False and left alone."""
     store = Store(Path(results))
-    rows = store.execute("SELECT run_key, task, started_at, finished_at, world_size FROM runs "
-                         "WHERE parent_key IS NULL").fetchall()
+    rows = store.execute("SELECT run_key, task, started_at, finished_at, world_size, attempt_id, status "
+                         "FROM runs WHERE parent_key IS NULL").fetchall()
     out = []
     for prun in read_report(report):
         total = prun.energy_j.get("energy")
         if total is None:
             continue  # perun without sensors reports no energy: nothing to import
         overlaps = []
-        for key, task, started, finished, world_size in rows:
+        for key, task, started, finished, world_size, attempt, status in rows:
             lo, hi = max(_as_utc(started), prun.start), min(_as_utc(finished), prun.end)
             seconds = (hi - lo).total_seconds()
             if seconds > 0:
-                overlaps.append((key, task, seconds * (world_size or 1)))
+                overlaps.append((key, store.attempt_path("runs", task, key, attempt or "", status or ""),
+                                 seconds * (world_size or 1)))
         device_s = sum(o[2] for o in overlaps)
-        for key, task, weight in overlaps:
+        for key, path, weight in overlaps:  # the file of the attempt the runs view shows
             share = weight / device_s
-            path = store.path_for("runs", task, key)
             updated = path.exists()
             if updated:
                 table = pq.read_table(path)

@@ -84,7 +84,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     spec = resolve(RunSpec.parse(spec_from_args(args)))
     validate_region(args.region)
     store = Store(results_dir(args))
-    if not args.force and spec.run_key in store.stored_keys():
+    if not args.force and store.has_ok(spec.task, spec.run_key):
         print(f"already stored: run {spec.run_key} (use --force to run it again)")
         return 0
     with Worker(store.root, args.plugin, args.region) as worker, progress_bar(spec.run_key) as bar:
