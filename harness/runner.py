@@ -7,7 +7,6 @@ and the result row. Isolation from crashes is the worker's job (``harness.worker
 from __future__ import annotations
 
 import json
-import math
 import random
 import shutil
 import time
