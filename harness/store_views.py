@@ -18,7 +18,9 @@ ATTEMPT_ID = "coalesce(attempt_id, 'v1:' || coalesce(CAST(started_at AS VARCHAR)
 CURVE_ATTEMPT = "coalesce(attempt_id, 'v1:' || coalesce(CAST(run_started_at AS VARCHAR), ''))"
 
 ATTEMPTS_VIEW = f"""
-CREATE OR REPLACE VIEW attempts AS SELECT * FROM runs_all
+CREATE OR REPLACE VIEW attempts AS
+SELECT * REPLACE (CASE WHEN cell_key IS NULL THEN 'v1' ELSE coalesce(key_scheme, 'v2') END AS key_scheme)
+FROM runs_all
 QUALIFY row_number() OVER (PARTITION BY run_key, {ATTEMPT_ID} ORDER BY finished_at DESC NULLS LAST) = 1
 """
 
