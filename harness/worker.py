@@ -22,7 +22,7 @@ from joulebench.harness.store import Store
 
 SUMMARY_KEYS = ("run_key", "task", "method", "preset", "seed", "status", "error", "primary_metric",
                 "primary_value", "wall_s", "train_s", "train_energy_j", "energy_source",
-                "energy_estimated", "co2_g", "samples", "gradient_updates")
+                "energy_estimated", "co2_g", "samples", "gradient_updates", "task_params", "method_params")
 
 
 def summary(row: dict[str, Any]) -> dict[str, Any]:
