@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from joulebench.harness.params import SpecError, parse_assignments
+from joulebench.harness.summary import format_summary  # noqa: F401  (the run line; cluster/cli.py imports it here)
 
 COMMAND_MODULES = ("joulebench.leaderboard.cli", "joulebench.cluster.cli")
 """Modules that add sub-commands through ``register(subparsers)``."""
@@ -56,21 +57,6 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     if budget:
         spec["budget"] = budget
     return spec
-
-
-def format_summary(s: dict[str, Any]) -> str:
-    """One line per run: metric, seconds, joules and where the joules come from."""
-    metric = s.get("primary_metric") or "metric"
-    value = s.get("primary_value")
-    joules = s.get("train_energy_j")
-    parts = [f"{s['task']}/{s['method']} {s['preset']} seed={s['seed']} [{s['status']}]",
-             f"{metric}={value:.4g}" if value is not None else f"{metric}=n/a",
-             f"train {s['train_s']:.2f} s" if s.get("train_s") is not None else "train n/a",
-             (f"{joules:.1f} J ({s.get('energy_source')})" if joules is not None
-              else "energy n/a"), f"key {s['run_key']}"]
-    if s.get("error"):
-        parts.append(f"error: {s['error']}")
-    return " | ".join(parts)
 
 
 # -- commands -----------------------------------------------------------------------------------
