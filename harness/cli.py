@@ -12,7 +12,7 @@ from typing import Any
 
 from joulebench.harness.params import SpecError, parse_assignments
 
-COMMAND_MODULES = ("joulebench.leaderboard.cli", "joulebench.cluster.cli")
+COMMAND_MODULES = ("joulebench.leaderboard.cli", "joulebench.cluster.cli", "joulebench.harness.benchmark_cli")
 """Modules that add sub-commands through ``register(subparsers)``."""
 
 

@@ -1,0 +1,93 @@
+"""Scoring on hand-built rows: three entries, three workloads, one entry that never reaches its
+target on one workload; the profile and the score are computed by hand in the comments."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from joulebench.harness.scoring import (
+    INF,
+    median_cost,
+    plot_profiles,
+    profile,
+    ratios,
+    score,
+    score_group,
+    workload_costs,
+)
+
+# median energy-to-target (J) per workload; C never reaches the target on w3
+#          A     B     C
+# w1     100   200   500     ratios 1, 2, 5
+# w2     300   150   150     ratios 2, 1, 1
+# w3      50   100   inf     ratios 1, 2, inf
+# tau_max = 4: a workload with ratio r <= 4 adds (4 - r) / 3 / 3 to the score
+#   A: (3 + 2 + 3) / 9 = 8/9;  B: (2 + 3 + 2) / 9 = 7/9;  C: (0 + 3 + 0) / 9 = 1/3
+MEDIANS = {"w1": {"A": 100, "B": 200, "C": 500}, "w2": {"A": 300, "B": 150, "C": 150},
+           "w3": {"A": 50, "B": 100, "C": INF}}
+
+
+def hand_built_trials() -> pd.DataFrame:
+    """Three seeds per cell around each median; C reaches w3's target in one seed of three."""
+    rows = []
+    for workload, entries in MEDIANS.items():
+        for entry, mid in entries.items():
+            values = [mid * 0.9, mid, mid * 1.5] if math.isfinite(mid) else [80.0, INF, INF]
+            for seed, v in enumerate(values):
+                rows.append({"group": "cpu:test / energy estimated", "workload": workload, "entry": entry,
+                             "seed": seed, "energy_to_target_j": v,
+                             "time_to_target_s": v / 10 if math.isfinite(v) else math.nan})
+    return pd.DataFrame(rows)
+
+
+def test_median_counts_missing_and_unreached_seeds_as_infinite():
+    assert median_cost([1.0, 2.0, 3.0], 3) == 2.0
+    assert median_cost([1.0, INF, INF], 3) == INF
+    assert median_cost([1.0, 2.0], 3) == 2.0      # the third seed was never run: inf
+    assert median_cost([1.0], 3) == INF
+    assert median_cost([1.0, 3.0], 2) == 2.0
+
+
+def test_hand_built_profile_and_score():
+    costs = workload_costs(hand_built_trials(), {"w1": 3, "w2": 3, "w3": 3})
+    result = score_group(costs, "cpu:test / energy estimated", "energy", 4.0, ["w1", "w2", "w3"])
+    assert result.costs.loc["w3", "C"] == INF
+    assert result.costs.loc["w1", "B"] == 200
+    assert result.ratios.loc["w1"].tolist() == [1.0, 2.0, 5.0]
+    assert result.ratios.loc["w3", "C"] == INF
+    assert result.scores.to_dict() == pytest.approx({"A": 8 / 9, "B": 7 / 9, "C": 1 / 3})
+    assert list(result.scores.index) == ["A", "B", "C"]
+    taus = np.array([1.0, 1.5, 2.0, 4.0, 5.0])
+    assert profile(result.ratios["A"], taus).tolist() == pytest.approx([2 / 3, 2 / 3, 1, 1, 1])
+    assert profile(result.ratios["B"], taus).tolist() == pytest.approx([1 / 3, 1 / 3, 1, 1, 1])
+    assert profile(result.ratios["C"], taus).tolist() == pytest.approx([1 / 3, 1 / 3, 1 / 3, 1 / 3, 2 / 3])
+    # the exact area equals a fine numerical integral of the step function
+    fine = np.linspace(1.0, 4.0, 300_001)
+    for entry, value in result.scores.items():
+        assert np.trapezoid(profile(result.ratios[entry], fine), fine) / 3 == pytest.approx(value, abs=1e-4)
+
+
+def test_a_workload_nobody_reaches_gives_nobody_credit():
+    table = pd.DataFrame({"A": [1.0, INF], "B": [2.0, INF]}, index=["w1", "w2"])
+    r = ratios(table)
+    assert r.loc["w2"].tolist() == [INF, INF]
+    assert score(r["A"], 4.0) == pytest.approx(0.5)
+
+
+def test_time_is_scored_on_its_own_column():
+    costs = workload_costs(hand_built_trials(), {"w1": 3, "w2": 3, "w3": 3})
+    result = score_group(costs, "cpu:test / energy estimated", "time", 4.0, ["w1", "w2", "w3"])
+    assert result.costs.loc["w1", "A"] == pytest.approx(10.0)
+    assert result.scores["A"] == pytest.approx(8 / 9)
+
+
+def test_profile_plot_is_written_as_png_and_svg(tmp_path):
+    costs = workload_costs(hand_built_trials(), {"w1": 3, "w2": 3, "w3": 3})
+    result = score_group(costs, "cpu:test / energy estimated", "energy", 4.0, ["w1", "w2", "w3"])
+    paths = plot_profiles([result], tmp_path / "profiles")
+    assert [p.suffix for p in paths] == [".png", ".svg"]
+    assert paths[0].read_bytes()[:4] == b"\x89PNG" and b"<svg" in paths[1].read_bytes()[:500]
