@@ -22,6 +22,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     c.add_argument("--plugin", action="append", default=[], metavar="FILE.py")
     c.set_defaults(func=cmd_suite_show)
 
+    c = ssub.add_parser("run", help="run a suite's missing runs for one method (resumable)")
+    c.add_argument("suite")
+    c.add_argument("--method", required=True)
+    c.add_argument("-j", "--jobs", type=int, default=1)
+    add_common(c)
+    c.set_defaults(func=cmd_suite_run)
+
     p = sub.add_parser("score", help="score stored runs on a suite: energy/time-to-target profiles")
     p.add_argument("suite")
     add_common(p)
@@ -73,6 +80,21 @@ def cmd_suite_show(args: argparse.Namespace) -> int:
     suite.check_against_registry()
     print(describe(suite))
     return 0
+
+
+def cmd_suite_run(args: argparse.Namespace) -> int:
+    from joulebench.harness.cli import format_summary
+    from joulebench.harness.registry import registry
+    from joulebench.harness.suite import load_suite, run_suite
+
+    suite = load_suite(args.suite)
+    registry(args.plugin)
+    suite.check_against_registry()
+    results = run_suite(suite, args.method, results_dir(args), args.jobs, args.plugin,
+                        report=lambda r: print(format_summary(r), flush=True))
+    failed = [r for r in results if r.get("status") != "ok"]
+    print(f"suite {suite.label} for {args.method}: {len(results) - len(failed)} ok, {len(failed)} not ok now")
+    return 1 if failed else 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:

@@ -113,6 +113,26 @@ class Suite(BaseModel):
                            task.presets[w.preset].params, w.task_params)
 
 
+def run_suite(suite: Suite, method: str, results: Path, jobs: int = 1, plugins: list[str] | None = None,
+              method_params: dict[str, Any] | None = None, report=None) -> list[dict[str, Any]]:
+    """Run the suite's missing runs for one method (a campaign: stored run keys are skipped, so
+    running it again resumes). Returns the summaries of the runs made now."""
+    from joulebench.cluster.local import run_local
+    from joulebench.harness.spec import resolve
+    from joulebench.harness.store import Store
+
+    done = Store(results).stored_keys()
+    todo, seen = [], set()
+    for _, spec in suite.run_specs(method, method_params):
+        resolved = resolve(spec)
+        if resolved.run_key not in done and resolved.run_key not in seen:
+            seen.add(resolved.run_key)
+            todo.append(resolved)
+    total = sum(len(suite.seeds_of(w)) for w in suite.workloads)
+    print(f"suite {suite.label} for {method}: {total} runs, {len(todo)} to run", flush=True)
+    return run_local(todo, results, jobs, plugins, report=report) if todo else []
+
+
 def available() -> dict[str, Path]:
     """Shipped suites by name."""
     return {p.stem: p for p in sorted(SUITES_DIR.glob("*.toml"))}
