@@ -264,8 +264,10 @@ def main() -> None:
         return
     f = sidebar(root)
     st.subheader(f"Task {f.task}, preset {f.preset}")
-    tabs = st.tabs(["Ranking", "Pareto front", "Learning curves", "Scaling", "Run detail"])
-    for tab, render in zip(tabs, (ranking_tab, pareto_tab, curves_tab, scaling_tab, run_tab)):
+    from joulebench.leaderboard.suite_page import suite_tab
+
+    tabs = st.tabs(["Ranking", "Pareto front", "Learning curves", "Scaling", "Run detail", "Suite"])
+    for tab, render in zip(tabs, (ranking_tab, pareto_tab, curves_tab, scaling_tab, run_tab, suite_tab)):
         with tab:
             render(root, f)
 
