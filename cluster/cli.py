@@ -29,6 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                            help="how the local executor starts data-parallel runs")
         if name in ("sbatch", "run"):
             c.add_argument("--out", type=Path, default=None, help="directory for the scripts")
+        if name == "plan":
+            c.add_argument("--estimate", action="store_true",
+                           help="forecast train seconds, joules, device-hours and CO2 from stored runs")
+            c.add_argument("--validate", action="store_true",
+                           help="with --estimate: the leave-one-cell-out error of the forecast on stored runs")
+        if name == "run":
+            c.add_argument("--max-energy", default=None, metavar="ENERGY",
+                           help="e.g. 500kJ: refuse when the forecast exceeds it, stop launching at it")
     p = sub.add_parser("scaling", help="fit energy against device-hours (the energy-scaling study)")
     add_common(p)
     p.add_argument("--task", default=None)
@@ -62,6 +70,10 @@ def cmd_plan(args: argparse.Namespace) -> int:
         print(f"{mark} {s.run_key} {s.task}/{s.method} {s.preset} seed={s.seed} ws={s.world_size} {params}")
     missing = sum(s.run_key not in done for s in specs)
     print(f"campaign {campaign.name}: {len(specs)} runs, {len(specs) - missing} stored, {missing} to run")
+    if args.estimate or args.validate:
+        from joulebench.cluster.estimate import print_estimate
+
+        print_estimate([s for s in specs if s.run_key not in done], results_dir(args), args.validate)
     return 0
 
 
@@ -88,6 +100,11 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{len(todo)} to run", flush=True)
     if not todo:
         return 0
+    cap = None
+    if args.max_energy:
+        from joulebench.cluster.estimate import EnergyCap
+
+        cap = EnergyCap.check(args.max_energy, todo, store, args.executor)
     if args.executor == "sbatch":
         return write_sbatch(campaign, pending, store.root, args.out)
     if args.executor == "local":
@@ -96,9 +113,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         def report(result: dict) -> None:
             bar.write(format_summary(result))
             bar.update(1)
+            if cap:
+                cap.add(result)
 
-        results = run_local(todo, store.root, args.jobs, args.plugin, args.launcher, report)
+        results = run_local(todo, store.root, args.jobs, args.plugin, args.launcher, report,
+                            stop=cap.reached if cap else None)
         bar.close()
+        if cap and cap.reached():
+            print(cap.stopped_line(len(todo) - len(results)))
     else:
         from joulebench.cluster.slurm import submitit_run
 

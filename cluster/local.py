@@ -86,7 +86,10 @@ def skipped(spec: ResolvedSpec, why: str) -> dict[str, Any]:
 
 
 def run_local(specs: list[ResolvedSpec], results: Path, jobs: int = 1, plugins: list[str] | None = None,
-              launcher: str = "torchrun", report: Report | None = None) -> list[dict[str, Any]]:
+              launcher: str = "torchrun", report: Report | None = None,
+              stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+    """Run the specs; ``stop`` is asked before each launch (an energy cap): once it says yes, no
+    further run starts, and runs in flight finish and are stored."""
     plugins = list(plugins or [])
     single = [s for s in specs if s.world_size == 1]
     parallel = [s for s in specs if s.world_size > 1]
@@ -99,6 +102,8 @@ def run_local(specs: list[ResolvedSpec], results: Path, jobs: int = 1, plugins: 
     store, started = Store(results), time.time()
 
     def one(spec: ResolvedSpec) -> None:
+        if stop is not None and stop():
+            return
         if not hasattr(local, "worker"):
             local.worker = Worker(results, plugins, threads=threads)
             with lock:
@@ -126,6 +131,8 @@ def run_local(specs: list[ResolvedSpec], results: Path, jobs: int = 1, plugins: 
         for worker in workers:
             worker.close()
     for spec in parallel:
+        if stop is not None and stop():
+            break
         result = run_parallel(spec, results, launcher)
         out.append(result)
         if report:

@@ -13,7 +13,7 @@ from typing import Any
 from joulebench.harness.params import SpecError, parse_assignments
 from joulebench.harness.summary import format_summary  # noqa: F401  (the run line; cluster/cli.py imports it here)
 
-COMMAND_MODULES = ("joulebench.leaderboard.cli", "joulebench.cluster.cli")
+COMMAND_MODULES = ("joulebench.leaderboard.cli", "joulebench.cluster.cli", "joulebench.harness.benchmark_cli")
 """Modules that add sub-commands through ``register(subparsers)``."""
 
 

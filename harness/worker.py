@@ -22,7 +22,7 @@ from joulebench.harness.spec import ResolvedSpec
 from joulebench.harness.store import Store
 
 SUMMARY_KEYS = ("run_key", "task", "method", "preset", "seed", "status", "error", "primary_metric",
-                "primary_value", "wall_s", "train_s", "train_energy_j", "energy_source",
+                "primary_value", "wall_s", "train_s", "train_energy_j", "total_energy_j", "energy_source",
                 "energy_estimated", "co2_g", "samples", "gradient_updates", "params_read",
                 "task_params", "method_params", "model")
 

@@ -12,10 +12,11 @@ from __future__ import annotations
 
 import streamlit as st
 
-from joulebench.leaderboard import overview_page, task_page
+from joulebench.leaderboard import overview_page, suite_page, task_page
 from joulebench.leaderboard.state import from_url, query, results_root
 
-PAGES = {"overview": ("Overview", overview_page.render), "task": ("Task", task_page.render)}
+PAGES = {"overview": ("Overview", overview_page.render), "task": ("Task", task_page.render),
+         "suite": ("Suite", suite_page.suite_tab)}
 
 
 def main() -> None:
