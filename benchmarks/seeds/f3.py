@@ -28,7 +28,7 @@ import common  # noqa: E402
 from joulebench.harness.spec import RunSpec, resolve  # noqa: E402
 
 METHODS = ("backprop", "f3", "dfa", "drtp", "llo")
-LR_GRID = {"quick": (1e-3, 3e-3), "full": (3e-4, 1e-3, 3e-3, 1e-2)}
+LR_GRID = {"quick": (3e-4, 3e-3), "full": (3e-4, 1e-3, 3e-3, 1e-2)}
 EPOCHS = {"quick": 8, "full": 40}
 TASK = {"model": "mlp", "features": "S", "activation": "tanh", "seq_len": 48, "pred_len": 12,
         "label_len": 0, "d_ff": 128, "e_layers": 2, "batch_size": 50}
