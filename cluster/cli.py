@@ -29,7 +29,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                            help="how the local executor starts data-parallel runs")
         if name in ("sbatch", "run"):
             c.add_argument("--out", type=Path, default=None, help="directory for the scripts")
-    p = sub.add_parser("scaling", help="fit energy against device-hours (the energy-scaling study)")
+    p = sub.add_parser("scaling", help="fit energy against device-hours and J/device-hour against throughput (the energy-scaling study)")
     add_common(p)
     p.add_argument("--task", default=None)
     p.add_argument("--campaign", default=None)
@@ -153,10 +153,9 @@ def write_sbatch(campaign, pending, root: Path, out: Path | None) -> int:
 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
-    from joulebench.cluster.scaling import fit_energy_vs_device_hours
+    from joulebench.cluster.scaling import report_for
 
-    fit = fit_energy_vs_device_hours(results_dir(args), args.task, args.campaign)
-    print(fit.describe())
+    print(report_for(results_dir(args), args.task, args.campaign).describe())
     return 0
 
 
