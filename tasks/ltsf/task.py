@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, Dataset
 from joulebench.harness.params import Param
 from joulebench.harness.registry import register_task
 from joulebench.harness.task import Batch, Preset, Task
-from joulebench.tasks.ltsf import calendar, data
+from joulebench.tasks.ltsf import calendar, data, recycle
 from joulebench.tasks.ltsf.zoo import MODELS
 
 EVAL_BATCH = 256
@@ -70,6 +70,14 @@ class LTSF(Task):
                            help="primary cycle in rows (ReCycle, seasonal-naive, MASE); 0: from the "
                                 "timestamps (24 hourly, 96 for 15 min, 7 daily, 52 weekly)"),
         "rhp_cycles": Param(3, low=1, high=365, help="cycles averaged by the recent historic profile"),
+        "rhp": Param("rolling", choices=recycle.PROFILES,
+                     help="ReCycle/RHP profile: rolling per day type over the series' history (the "
+                          "authors'), or window: from the input window alone (variant)"),
+        "recycle_tokens": Param("per_series", choices=recycle.TOKENS,
+                                help="ReCycle tokens: each series separately (the authors'), or flat: "
+                                     "all channels of a cycle in one token (variant)"),
+        "recycle_window_norm": Param(False, help="ReCycle variant: tokens scaled by the window's spread"),
+        "recycle_zero_init": Param(False, help="ReCycle variant: output layer starts at zero (= RHP)"),
         "day_types": Param("auto", choices=("auto", "on", "off"),
                            help="RHP per day type (workday/Saturday/Sunday-holiday); auto: on when "
                                 "the cycle is one day"),
@@ -126,6 +134,9 @@ class LTSF(Task):
         self.cycle_len = int(hp.cycle_len) or info["cycle"]
         one_day = round(info["rows_per_day"]) == self.cycle_len
         self.use_day_types = hp.day_types == "on" or (hp.day_types == "auto" and one_day)
+        if hp.model in ("recycle", "rhp") and hp.rhp == "rolling":
+            self.splits = recycle.with_profiles(self.splits, data.SPLITS, self.cycle_len,
+                                                hp.rhp_cycles, self.use_day_types)
         train = self.splits["train"].values.numpy().astype(np.float64)
         m = min(self.cycle_len, len(train) - 1)
         naive = np.abs(train[m:] - train[:-m]).mean(axis=0)
@@ -140,9 +151,12 @@ class LTSF(Task):
         return MODELS[self.hp.model](hp, self.channels)
 
     def forward(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        if getattr(getattr(model, "module", model), "accepts_day_types", False) and "x_day" in batch:
+        inner = getattr(model, "module", model)
+        if getattr(inner, "accepts_day_types", False) and "x_day" in batch:
+            profiles = ({"x_rhp": batch["x_rhp"], "y_rhp": batch["y_rhp"]}
+                        if getattr(inner, "accepts_profiles", False) and "x_rhp" in batch else {})
             return model(batch["x"], batch["x_mark"], batch["y_mark"], x_day=batch["x_day"],
-                         y_day=batch["y_day"])
+                         y_day=batch["y_day"], **profiles)
         return model(batch["x"], batch["x_mark"], batch["y_mark"])
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
