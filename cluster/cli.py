@@ -37,7 +37,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         if name == "run":
             c.add_argument("--max-energy", default=None, metavar="ENERGY",
                            help="e.g. 500kJ: refuse when the forecast exceeds it, stop launching at it")
-    p = sub.add_parser("scaling", help="fit energy against device-hours (the energy-scaling study)")
+    p = sub.add_parser("scaling", help="fit energy against device-hours and J/device-hour against throughput (the energy-scaling study)")
     add_common(p)
     p.add_argument("--task", default=None)
     p.add_argument("--campaign", default=None)
@@ -183,10 +183,9 @@ def write_sbatch(campaign, pending, root: Path, out: Path | None) -> int:
 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
-    from joulebench.cluster.scaling import fit_energy_vs_device_hours
+    from joulebench.cluster.scaling import report_for
 
-    fit = fit_energy_vs_device_hours(results_dir(args), args.task, args.campaign)
-    print(fit.describe())
+    print(report_for(results_dir(args), args.task, args.campaign).describe())
     return 0
 
 

@@ -342,11 +342,15 @@ class Board:
 
     def scaling(self, f: Filters) -> pd.DataFrame:
         where, values = f.where()
-        where = f"{where} AND device_hours IS NOT NULL" if where else " WHERE device_hours IS NOT NULL"
+        where = f"{where} AND train_s IS NOT NULL" if where else " WHERE train_s IS NOT NULL"
+        # device-hours of the training window, the window train_energy_j covers (scaling.WINDOWS)
         return self.runs_df(f"""SELECT run_key, method, hardware, world_size, nodes, local_batch, global_batch,
-                                       device_hours, train_energy_j, estimated,
-                                       samples / nullif(device_hours, 0) AS samples_per_device_hour,
-                                       gradient_updates / nullif(device_hours, 0) AS updates_per_device_hour
+                                  world_size * train_s / 3600.0 AS train_device_hours, device_hours,
+                                  train_energy_j, total_energy_j, train_s, wall_s, samples,
+                                  gradient_updates, energy_estimated, estimated,
+                                  samples / nullif(world_size * train_s / 3600.0, 0) AS samples_per_device_hour,
+                                  gradient_updates / nullif(world_size * train_s / 3600.0, 0)
+                                      AS updates_per_device_hour
                                 FROM board_runs {where}""", values)
 
     def run(self, run_key: str) -> dict | None:

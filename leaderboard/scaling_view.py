@@ -25,11 +25,12 @@ def render(root: str, f: Filters) -> None:
                                           "updates_per_device_hour")]
     energy = {"title": "energy against device-hours", "height": 320,
               "mark": {"type": "point", "filled": True, "size": 60},
-              "encoding": {"x": field("device_hours", title="device-hours"),
+              "encoding": {"x": field("train_device_hours", title="device-hours (training window)"),
                            "y": field("train_energy_j", title="training energy (J)"),
                            "color": field("world_size", "ordinal", "devices", scale={"scheme": "tableau10"}),
                            "shape": field("global_batch", "ordinal", "global batch"), "tooltip": tooltip}}
     show_chart(rows, energy, "scaling", f"{stem(f)}-scaling-energy")
+    scaling_fits(rows)
     rates = {"title": "samples and gradient updates per device-hour",
              "transform": [{"fold": ["samples_per_device_hour", "updates_per_device_hour"],
                             "as": ["rate", "per_device_hour"]}],
@@ -41,3 +42,20 @@ def render(root: str, f: Filters) -> None:
                           "column": field("rate", "nominal", ""), "tooltip": tooltip}}
     show_chart(rows, rates, "scaling-rates", f"{stem(f)}-scaling-rates")
     st.dataframe(rows, hide_index=True, key="scaling-table")
+
+
+def scaling_fits(rows) -> None:
+    """The study's two fits (energy on device-hours; J/device-hour on throughputs), computed by
+    ``cluster.scaling`` so the CLI and this view agree; estimates are marked."""
+    from joulebench.cluster.scaling import ESTIMATE_NOTE, scaling_report
+    from joulebench.harness.params import SpecError
+
+    try:
+        report = scaling_report(rows)
+    except SpecError as exc:
+        st.caption(f"No fit: {exc}")
+        return
+    st.markdown("\n".join(f"- {line}" for line in report.describe().splitlines()
+                          if not line.startswith("note:")))
+    if report.estimated:
+        st.warning(f"Estimated energy: {ESTIMATE_NOTE}.")

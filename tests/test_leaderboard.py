@@ -276,8 +276,11 @@ def test_scaling_view_colours_by_devices_and_batch(store: Path, app) -> None:
     at = app(store, task="ltsf", tab="scaling")
     data = chart_data(charts(at, "energy against device-hours")[0]).set_index("run_key")
     assert data.loc["bp2", "world_size"] == 4 and data.loc["bp2", "global_batch"] == 128
-    assert data.loc["bp1", "samples_per_device_hour"] == pytest.approx(100 / 0.02)
-    assert data.loc["bp1", "updates_per_device_hour"] == pytest.approx(10 / 0.02)
+    hours = 2 * 2.0 / 3600  # the training window: world_size x train_s, as train_energy_j
+    assert data.loc["bp1", "samples_per_device_hour"] == pytest.approx(100 / hours)
+    assert data.loc["bp1", "updates_per_device_hour"] == pytest.approx(10 / hours)
+    assert data.loc["bp1", "train_device_hours"] == pytest.approx(hours)
+    assert any("R² =" in m.value for m in at.markdown) and any("by construction" in w.value for w in at.warning)
     assert charts(at, "samples and gradient updates per device-hour")
 
 

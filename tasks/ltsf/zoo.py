@@ -60,7 +60,9 @@ def _recycle(hp: Mapping, channels: int) -> nn.Module:
 
     return ReCycle(hp["seq_len"], hp["pred_len"], channels, hp["cycle_len"], hp["rhp_cycles"],
                    hp["use_day_types"], hp["d_model"], hp["n_heads"], hp["e_layers"],
-                   hp["d_layers"], hp["d_ff"], hp["dropout"])
+                   hp["d_layers"], hp["d_ff"], hp["dropout"], profile=hp["rhp"],
+                   tokens=hp["recycle_tokens"], window_norm=hp["recycle_window_norm"],
+                   zero_init=hp["recycle_zero_init"])
 
 
 @register_model("rhp")
@@ -68,7 +70,7 @@ def _rhp(hp: Mapping, channels: int) -> nn.Module:
     from joulebench.tasks.ltsf.recycle import RHPForecast
 
     return RHPForecast(hp["seq_len"], hp["pred_len"], hp["cycle_len"], hp["rhp_cycles"],
-                       hp["use_day_types"])
+                       hp["use_day_types"], profile=hp["rhp"])
 
 
 @register_model("last_value")
