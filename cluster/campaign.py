@@ -40,6 +40,7 @@ class Settings(BaseModel):
     time_min: int | None = None
     partition: str | None = None
     setup: list[str] | None = None  # shell lines before srun, e.g. "module load mpi/openmpi"
+    launch_prefix: str | None = None  # wraps each sbatch array task's srun line, e.g. a perun monitor
 
 
 class GridBlock(Settings):
@@ -89,7 +90,7 @@ def _product(params: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo)) for combo in itertools.product(*choices)]
 
 
-RESOURCE_KEYS = ("cpus_per_task", "gpus_per_node", "mem_gb", "time_min", "partition", "setup")
+RESOURCE_KEYS = ("cpus_per_task", "gpus_per_node", "mem_gb", "time_min", "partition", "setup", "launch_prefix")
 
 
 def expand_runs(campaign: Campaign) -> list[tuple[RunSpec, dict[str, Any]]]:

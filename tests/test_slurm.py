@@ -1,0 +1,185 @@
+"""Campaigns on a real single-node SLURM (scripts/slurm-local.sh: Debian's slurm-wlm, munge,
+slurmdbd with mariadb for accounting), through submitit and through generated sbatch scripts.
+
+Skips with the reason where the cluster cannot be had (not root, no apt-get); CI starts it in
+scripts/test.sh, and a developer's run starts (and afterwards stops) it here.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from joulebench.harness.store import Store
+
+ROOT = Path(__file__).resolve().parents[1]
+SCRIPT = ROOT / "scripts" / "slurm-local.sh"
+SLURM_DIR = Path(os.environ.get("JOULEBENCH_SLURM_DIR", "/tmp/joulebench-slurm"))
+VENV_BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slurm
+
+CAMPAIGN = """
+name = "{name}"
+max_parallel = 8
+[defaults]
+preset = "tiny"
+seeds = [0, 1]
+world_sizes = [1, 2]
+budget = {{ steps = 3 }}
+time_min = 10
+{extra}
+[[grid]]
+task = "ltsf"
+methods = ["backprop"]
+"""
+
+
+@pytest.fixture(scope="module")
+def slurm_env() -> dict[str, str]:
+    """The environment of a user of the local cluster (SLURM_CONF, the venv on PATH)."""
+    if os.geteuid() != 0:
+        pytest.skip("a local SLURM needs root (slurmd and munged run as root); not root here")
+    if not shutil.which("apt-get") and not Path("/usr/sbin/slurmctld").exists():
+        pytest.skip("no apt-get to install Debian's slurm-wlm and no SLURM installed")
+    env = {**os.environ, "SLURM_CONF": str(SLURM_DIR / "slurm.conf"), "OMP_NUM_THREADS": "1",
+           "PATH": f"{VENV_BIN}:{os.environ['PATH']}"}
+    started_here = False
+    if subprocess.run(["bash", str(SCRIPT), "status"], capture_output=True, env=env).returncode != 0:
+        t0 = time.perf_counter()
+        start = subprocess.run(["bash", str(SCRIPT), "start"], capture_output=True, text=True, env=env,
+                               timeout=900)
+        if start.returncode == 3:
+            pytest.skip(f"no local SLURM: {start.stderr.strip().splitlines()[-1]}")
+        assert start.returncode == 0, start.stderr
+        started_here = True
+        print(f"local SLURM set up in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
+    yield env
+    if started_here:
+        subprocess.run(["bash", str(SCRIPT), "stop"], capture_output=True, env=env, timeout=120)
+
+
+def cli(env: dict, *args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "joulebench.harness.cli", *args], capture_output=True,
+                          text=True, timeout=timeout, env=env, cwd=cwd)
+
+
+def campaign(tmp_path: Path, name: str, extra: str = "") -> Path:
+    path = tmp_path / f"{name}.toml"
+    path.write_text(CAMPAIGN.format(name=name, extra=extra))
+    return path
+
+
+def squeue(env: dict, *args: str) -> list[list[str]]:
+    out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T", *args], capture_output=True, text=True,
+                         env=env, timeout=30).stdout
+    return [line.split() for line in out.splitlines() if line.strip()]
+
+
+def wait_for_jobs(env: dict, job_ids: list[str], timeout: float = 400) -> dict[str, str]:
+    """Block until none of the jobs is queued or running; returns array task → final state."""
+    deadline = time.time() + timeout
+    while squeue(env, "-j", ",".join(job_ids)):
+        assert time.time() < deadline, f"jobs {job_ids} still queued after {timeout} s"
+        time.sleep(1)
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
+                         capture_output=True, text=True, env=env, timeout=30).stdout
+    return dict(line.split("|")[:2] for line in out.splitlines() if line.strip())
+
+
+def rows(results: Path) -> list[dict]:
+    return Store(results).execute(
+        "SELECT run_key, status, world_size, slurm_job_id, slurm_array_job_id, slurm_array_task_id, "
+        "started_at, finished_at FROM runs ORDER BY run_key").df().to_dict("records")
+
+
+@pytest.mark.slow
+def test_submitit_campaign_survives_a_cancelled_task_and_reruns_only_it(slurm_env: dict, tmp_path: Path) -> None:
+    path, results = campaign(tmp_path, "sub"), tmp_path / "r"
+    t0 = time.perf_counter()
+    driver = subprocess.Popen([sys.executable, "-m", "joulebench.harness.cli", "campaign", "run", str(path),
+                               "--executor", "slurm", "--results", str(results)], env=slurm_env, text=True,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline, victim = time.time() + 300, None
+    while victim is None and time.time() < deadline:  # task 1 of the first (world size 1) array
+        tasks = {i: s for i, s in squeue(slurm_env, "-n", "jb-sub")}
+        arrays = sorted({int(i.split("_")[0]) for i in tasks if "_" in i})
+        if arrays and tasks.get(f"{arrays[0]}_1") == "RUNNING":
+            victim = f"{arrays[0]}_1"
+        time.sleep(0.3)
+    assert victim, "the array task to cancel never ran"
+    subprocess.run(["scancel", victim], env=slurm_env, check=True, timeout=30)
+    out, err = driver.communicate(timeout=600)
+    first_s = time.perf_counter() - t0
+    assert driver.returncode == 1, out + err
+    crashed = [line for line in out.splitlines() if line.startswith("[crashed]")]
+    assert len(crashed) == 1 and f"SLURM job {victim}" in crashed[0], out
+    assert "AssertionError" not in out and "3 ok, 1 not ok" in out
+    before = {r["run_key"]: r for r in rows(results)}
+    assert sorted(r["status"] for r in before.values()) == ["ok", "ok", "ok"]
+    assert crashed[0].split(" key ")[1].split(" |")[0] not in before  # the line names the run's key
+
+    t1 = time.perf_counter()
+    again = cli(slurm_env, "campaign", "run", str(path), "--executor", "slurm", "--results", str(results))
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert "3 already stored, 1 to run" in again.stdout and "1 ok, 0 not ok" in again.stdout
+    after = rows(results)
+    assert [r["status"] for r in after] == ["ok"] * 4
+    for r in after:  # the three runs stored earlier were not run again
+        if r["run_key"] in before:
+            assert r["started_at"] == before[r["run_key"]]["started_at"]
+    # every row names its own array task, so it can be matched to the task's log
+    assert len({(r["slurm_array_job_id"], r["slurm_array_task_id"]) for r in after}) == 4
+    assert len({r["slurm_job_id"] for r in after}) == 4
+    for r in after:
+        log = results / "submitit" / f"{r['slurm_array_job_id']}_{r['slurm_array_task_id']}"
+        text = (log / f"{log.name}_0_log.out").read_text()
+        assert f"joulebench: run {r['run_key']} | status ok" in text
+    assert "0 to run" in cli(slurm_env, "campaign", "run", str(path), "--executor", "slurm",
+                             "--results", str(results)).stdout
+    print(f"submitit campaign: {first_s:.1f} s with the cancel, {time.perf_counter() - t1:.1f} s to re-run it",
+          file=sys.stderr)
+
+
+@pytest.mark.slow
+def test_sbatch_scripts_run_the_campaign_and_a_stale_resubmission_runs_nothing(slurm_env: dict,
+                                                                                tmp_path: Path) -> None:
+    path, results = campaign(tmp_path, "sb"), tmp_path / "r"
+    written = cli(slurm_env, "campaign", "sbatch", str(path), "--results", "r", "--out", "scripts", cwd=tmp_path)
+    assert written.returncode == 0, written.stderr
+    scripts = [tmp_path / "scripts" / "sb-ws2.sbatch", tmp_path / "scripts" / "sb-ws1.sbatch"]
+
+    def submit() -> list[str]:  # the 2-rank array first, so that its two tasks share the node
+        return [subprocess.run(["sbatch", "--parsable", str(s)], capture_output=True, text=True, env=slurm_env,
+                               cwd=tmp_path, check=True).stdout.strip() for s in scripts]
+
+    t0 = time.perf_counter()
+    jobs = submit()
+    states = wait_for_jobs(slurm_env, jobs)
+    campaign_s = time.perf_counter() - t0
+    assert sorted(states.values()) == ["COMPLETED"] * 4, states
+    stored = rows(results)
+    assert [r["status"] for r in stored] == ["ok"] * 4
+    pair = [r for r in stored if r["world_size"] == 2]
+    assert max(r["started_at"] for r in pair) < min(r["finished_at"] for r in pair), \
+        "the two 2-rank tasks did not run at the same time on the node"
+    for r in stored:  # --out DIR holds the logs; one line per run names key, status, metric, J
+        log = tmp_path / "scripts" / f"{r['slurm_array_job_id']}_{r['slurm_array_task_id']}.out"
+        lines = [line for line in log.read_text().splitlines() if line.startswith("joulebench: ")]
+        assert len(lines) == 1 and lines[0].startswith(f"joulebench: run {r['run_key']} | status ok | mse=")
+        assert " J (estimate" in lines[0]
+
+    stale = submit()  # the same, now stale, scripts again: every task finds its run stored
+    assert sorted(wait_for_jobs(slurm_env, stale).values()) == ["COMPLETED"] * 4
+    assert rows(results) == stored
+    assert Store(results).execute("SELECT count(*) FROM runs_all").fetchall() == [(4,)]
+    for job in stale:
+        for log in (tmp_path / "scripts").glob(f"{job}_*.out"):
+            assert "skipped (already stored ok)" in log.read_text()
+    print(f"sbatch campaign: {campaign_s:.1f} s", file=sys.stderr)
