@@ -125,6 +125,10 @@ def test_submitit_campaign_survives_a_cancelled_task_and_reruns_only_it(slurm_en
     before = {r["run_key"]: r for r in rows(results)}
     assert sorted(r["status"] for r in before.values()) == ["ok", "ok", "ok"]
     assert crashed[0].split(" key ")[1].split(" |")[0] not in before  # the line names the run's key
+    ws1 = [r for r in before.values() if r["world_size"] == 1]
+    ws2 = [r for r in before.values() if r["world_size"] == 2]
+    assert min(r["started_at"] for r in ws2) < max(r["finished_at"] for r in ws1), \
+        "the 2-rank array waited for the 1-rank array: arrays must all be queued before any is awaited"
 
     t1 = time.perf_counter()
     again = cli(slurm_env, "campaign", "run", str(path), "--executor", "slurm", "--results", str(results))
@@ -186,3 +190,52 @@ def test_sbatch_scripts_run_the_campaign_and_a_stale_resubmission_runs_nothing(s
         for log in (tmp_path / "scripts").glob(f"{job}_*.out"):
             assert "skipped (already stored ok)" in log.read_text()
     print(f"sbatch campaign: {campaign_s:.1f} s", file=sys.stderr)
+
+
+def sbatch_campaign(env: dict, tmp_path: Path, path: Path) -> dict[str, str]:
+    """Write a campaign's sbatch scripts, submit them all, wait; returns task → final state."""
+    written = cli(env, "campaign", "sbatch", str(path), "--results", "r", "--out", "scripts", cwd=tmp_path)
+    assert written.returncode == 0, written.stderr
+    jobs = [subprocess.run(["sbatch", "--parsable", str(s)], capture_output=True, text=True, env=env,
+                           cwd=tmp_path, check=True).stdout.strip()
+            for s in sorted((tmp_path / "scripts").glob("*.sbatch"))]
+    return wait_for_jobs(env, jobs)
+
+
+@pytest.mark.slow
+@pytest.mark.perun
+def test_launch_prefix_wraps_each_array_task_in_perun_and_its_report_is_imported(slurm_env: dict,
+                                                                                 tmp_path: Path) -> None:
+    if not (VENV_BIN / "perun").exists():
+        pytest.skip("perun is not installed (pip install -e '.[perun]')")
+    prefix = 'launch_prefix = "perun -l ERROR monitor --format json ' \
+             '--data-out perun/${SLURM_ARRAY_JOB_ID}_${SLURM_ARRAY_TASK_ID} -b"'
+    path = campaign(tmp_path, "pp", prefix).read_text().replace("seeds = [0, 1]", "seeds = [0]")
+    (tmp_path / "pp.toml").write_text(path.replace("world_sizes = [1, 2]", "world_sizes = [2]"))
+    states = sbatch_campaign(slurm_env, tmp_path, tmp_path / "pp.toml")
+    assert list(states.values()) == ["COMPLETED"], states
+    (report,) = (tmp_path / "perun").glob("*/srun.json")
+    done = cli(slurm_env, "perun-import", str(report), "--results", str(tmp_path / "r"))
+    assert done.returncode == 0, done.stderr
+    (row,) = Store(tmp_path / "r").execute(
+        "SELECT run_key, x_perun_run_id, x_perun_seconds, epoch(finished_at - started_at) FROM runs").fetchall()
+    assert row[1].startswith(f"{os.uname().nodename.split('.')[0]}@") and row[2] == pytest.approx(row[3], abs=1e-3)
+    assert f"  {row[0]}: " in done.stdout and "idle/overhead (no run)" in done.stdout
+
+
+@pytest.mark.slow
+def test_propulate_search_as_a_two_rank_slurm_job_stores_a_parent_and_its_trials(slurm_env: dict,
+                                                                                tmp_path: Path) -> None:
+    # srun --mpi=pmi2 (through SLURM_MPI_TYPE) with the mpich wheel's mpi4py: PMI gives the ranks
+    (tmp_path / "prop.toml").write_text(
+        'name = "prop"\n[defaults]\npreset = "tiny"\nworld_sizes = [2]\nsetup = ["export SLURM_MPI_TYPE=pmi2"]\n'
+        '[[grid]]\ntask = "ltsf"\nmethods = ["propulate"]\nmethod_params = { generations = 2, space = "lr" }\n')
+    states = sbatch_campaign(slurm_env, tmp_path, tmp_path / "prop.toml")
+    assert list(states.values()) == ["COMPLETED"], states
+    found = Store(tmp_path / "r").execute("SELECT parent_key, status, samples FROM runs").fetchall()
+    parents = [r for r in found if r[0] is None]
+    trials = [r for r in found if r[0] is not None]
+    assert len(parents) == 1 and parents[0][1] == "ok"
+    assert len(trials) == 2 * 2 and {t[0] for t in trials} == {Store(tmp_path / "r").execute(
+        "SELECT run_key FROM runs WHERE parent_key IS NULL").fetchall()[0][0]}
+    assert parents[0][2] == sum(t[2] for t in trials)  # the search carries both workers' trials

@@ -97,3 +97,14 @@ def test_array_task_whose_process_group_cannot_start_stores_a_crashed_row(tmp_pa
     assert len(rows) == 1 and rows[0][:2] == (spec.run_key, "crashed")
     assert "address already in use" in rows[0][2].lower() or "EADDRINUSE" in rows[0][2]
     assert f"joulebench: run {spec.run_key} | status crashed" in done.stdout
+
+
+def test_launch_prefix_with_submitit_is_a_one_line_error(tmp_path: Path) -> None:
+    from joulebench.cluster.slurm import submit
+    from joulebench.harness.params import SpecError
+
+    registry()
+    spec = resolve(RunSpec.parse({"task": "ltsf", "method": "backprop", "preset": "tiny"}))
+    with pytest.raises(SpecError, match="launch_prefix wraps the srun line of sbatch scripts") as info:
+        submit([spec], tmp_path, {"launch_prefix": "perun monitor -b"}, 1, "c", cluster="debug")
+    assert "\n" not in str(info.value)
