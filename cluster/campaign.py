@@ -50,6 +50,7 @@ class Settings(BaseModel):
     """The hardware class the runs' keys name, e.g. "cuda:NVIDIA A100-SXM4-40GB x4", for campaigns
     whose driver cannot see the nodes; default: this machine's, or ``slurm:partition=P`` when a
     partition is set."""
+    launch_prefix: str | None = None  # wraps each sbatch array task's srun line, e.g. a perun monitor
 
 
 class GridBlock(Settings):
@@ -103,7 +104,7 @@ def _product(params: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo)) for combo in itertools.product(*choices)]
 
 
-RESOURCE_KEYS = ("cpus_per_task", "gpus_per_node", "mem_gb", "time_min", "partition", "setup")
+RESOURCE_KEYS = ("cpus_per_task", "gpus_per_node", "mem_gb", "time_min", "partition", "setup", "launch_prefix")
 
 
 def expand_runs(campaign: Campaign) -> list[tuple[RunSpec, dict[str, Any]]]:
