@@ -76,13 +76,23 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from joulebench.cluster.campaign import resource_groups
-    from joulebench.cluster.local import run_local
+    from joulebench.cluster.local import WorkerPool, run_local
 
-    campaign, runs, store, done = _load(args)
+    pool = None
+    if args.executor == "local":  # workers start while the campaign is planned
+        pool = WorkerPool(results_dir(args), args.jobs, args.plugin).start()
+    try:
+        campaign, runs, store, done = _load(args)
+    except BaseException:
+        if pool:
+            pool.close()
+        raise
     pending = [(s, r) for s, r in runs if s.run_key not in done]
     todo = [s for s, _ in pending]
     print(f"campaign {campaign.name}: {len(runs)} runs, {len(runs) - len(todo)} already stored, "
           f"{len(todo)} to run", flush=True)
+    if pool and not any(s.world_size == 1 for s in todo):
+        pool.close()
     if not todo:
         return 0
     if args.executor == "sbatch":
@@ -94,7 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             bar.write(format_summary(result))
             bar.update(1)
 
-        results = run_local(todo, store.root, args.jobs, args.plugin, args.launcher, report)
+        results = run_local(todo, store.root, args.jobs, args.plugin, args.launcher, report, pool)
         bar.close()
     else:
         from joulebench.cluster.slurm import submitit_run

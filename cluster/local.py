@@ -22,9 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from joulebench.harness.runner import failure_row, now_utc
 from joulebench.harness.spec import ResolvedSpec
-from joulebench.harness.store import Store
 from joulebench.harness.worker import Worker, env_threads, summary
 
 Report = Callable[[dict[str, Any]], None]
@@ -42,6 +40,9 @@ def launch_command(list_file: Path, results: Path, world_size: int, launcher: st
 
 def run_parallel(spec: ResolvedSpec, results: Path, launcher: str) -> dict[str, Any]:
     """One data-parallel run through a launcher; a row is stored whatever happens."""
+    from joulebench.harness.runner import failure_row, now_utc
+    from joulebench.harness.store import Store
+
     started, t0 = now_utc(), time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="joulebench-launch-") as tmp:
         list_file = Path(tmp) / "runs.json"
@@ -78,38 +79,65 @@ def _last_line(text: str) -> str:
     return lines[-1][:300] if lines else "no output"
 
 
+class WorkerPool:
+    """``jobs`` workers for single-process runs, spawned by ``start`` before the driver plans the
+    campaign so that their start-up overlaps the planning; each thread of the pool keeps one."""
+
+    def __init__(self, results: Path, jobs: int = 1, plugins: list[str] | None = None) -> None:
+        self.jobs = max(jobs, 1)
+        threads = env_threads() or max(1, (os.cpu_count() or 1) // self.jobs)
+        self.idle = [Worker(results, plugins, threads=threads) for _ in range(self.jobs)]
+        self.workers = list(self.idle)
+        self._lock = threading.Lock()
+        self._local = threading.local()
+
+    def start(self) -> WorkerPool:
+        for worker in self.workers:
+            worker.start()
+        return self
+
+    def _worker(self) -> Worker:
+        if not hasattr(self._local, "worker"):
+            with self._lock:
+                self._local.worker = self.idle.pop()
+        return self._local.worker
+
+    def run(self, specs: list[ResolvedSpec], report: Report | None = None) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+
+        def one(spec: ResolvedSpec) -> None:
+            result = self._worker().run(spec)
+            with self._lock:
+                out.append(result)
+                if report:
+                    report(result)
+
+        with ThreadPoolExecutor(max_workers=self.jobs) as pool:
+            list(pool.map(one, specs))
+        return out
+
+    def close(self) -> None:
+        """Stop every worker first, then wait: their exits overlap instead of queueing."""
+        for worker in self.workers:
+            worker.stop()
+        for worker in self.workers:
+            worker.close()
+
+
 def run_local(specs: list[ResolvedSpec], results: Path, jobs: int = 1, plugins: list[str] | None = None,
-              launcher: str = "torchrun", report: Report | None = None) -> list[dict[str, Any]]:
-    plugins = list(plugins or [])
+              launcher: str = "torchrun", report: Report | None = None,
+              pool: WorkerPool | None = None) -> list[dict[str, Any]]:
+    """Run ``specs`` here; ``pool`` (started early by the caller) is used and closed."""
     single = [s for s in specs if s.world_size == 1]
     parallel = [s for s in specs if s.world_size > 1]
-    threads = env_threads() or max(1, (os.cpu_count() or 1) // max(jobs, 1))
-    local = threading.local()
-    workers: list[Worker] = []
-    lock = threading.Lock()
-    out: list[dict[str, Any]] = []
-
-    def one(spec: ResolvedSpec) -> None:
-        if not hasattr(local, "worker"):
-            local.worker = Worker(results, plugins, threads=threads)
-            with lock:
-                workers.append(local.worker)
-        result = local.worker.run(spec)
-        with lock:
-            out.append(result)
-            if report:
-                report(result)
-
+    pool = pool or WorkerPool(results, jobs, plugins)
     try:
-        with ThreadPoolExecutor(max_workers=max(jobs, 1)) as pool:
-            list(pool.map(one, single))
+        out = pool.run(single, report) if single else []
     finally:
-        for worker in workers:
-            worker.close()
+        pool.close()
     for spec in parallel:
         result = run_parallel(spec, results, launcher)
         out.append(result)
         if report:
             report(result)
     return out
-
