@@ -216,5 +216,6 @@ class Worker:
     def __enter__(self) -> Worker:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc: object) -> None:
+        # on an error (a bad spec found while the worker was still starting) do not wait for it
+        self.kill() if exc_type is not None else self.close()
