@@ -88,15 +88,25 @@ def _varied(specs) -> set[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from joulebench.cluster.local import run_local
+    from joulebench.cluster.local import WorkerPool, run_local
     from joulebench.harness.cli import positive
 
     positive(args.jobs, "-j/--jobs")
-    campaign, runs, store, done = _load(args)
+    pool = None
+    if args.executor == "local":  # workers start while the campaign is planned
+        pool = WorkerPool(results_dir(args), args.jobs, args.plugin).start()
+    try:
+        campaign, runs, store, done = _load(args)
+    except BaseException:
+        if pool:
+            pool.close()
+        raise
     pending = [(s, r) for s, r in runs if s.run_key not in done]
     todo = [s for s, _ in pending]
     print(f"campaign {campaign.name}: {len(runs)} runs, {len(runs) - len(todo)} already stored, "
           f"{len(todo)} to run", flush=True)
+    if pool and not any(s.world_size == 1 for s in todo):
+        pool.close()
     if not todo:
         return 0
     cap = None
@@ -115,7 +125,7 @@ def cmd_run(args: argparse.Namespace) -> int:
             if cap:
                 cap.add(result)
 
-        results = run_local(todo, store.root, args.jobs, args.plugin, args.launcher, report,
+        results = run_local(todo, store.root, args.jobs, args.plugin, args.launcher, report, pool,
                             stop=cap.reached if cap else None)
         bar.close()
         if cap and cap.reached():

@@ -45,10 +45,13 @@ class Method:
     @classmethod
     def incompatibility(cls, task: type[Task], task_hp: Mapping[str, Any]) -> str | None:
         """Why this method cannot train this task, or None when it can."""
-        missing = cls.requires - task.capabilities_for(task_hp)
-        if missing:
-            return f"{task.name} does not provide {', '.join(sorted(missing))}"
-        return None
+        return cls.missing(cls.requires, task.capabilities_for(task_hp), task.name)
+
+    @staticmethod
+    def missing(requires: frozenset[str], provided: frozenset[str], task: str) -> str | None:
+        """The reason of ``incompatibility`` when a task lacks required capabilities, else None."""
+        lacking = requires - provided
+        return f"{task} does not provide {', '.join(sorted(lacking))}" if lacking else None
 
     @classmethod
     def uses_methods(cls, hp: Mapping[str, Any]) -> tuple[str, ...]:

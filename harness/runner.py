@@ -11,7 +11,6 @@ import random
 import shutil
 import time
 import traceback
-import uuid
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from joulebench.harness import carbon, identity
 from joulebench.harness.context import DistInfo, Diverged, Ledger, TrainContext, evaluate_model
 from joulebench.harness.distributed import node_count
+from joulebench.harness.identity import new_attempt_id
 from joulebench.harness.params import Hyper, unread_params
 from joulebench.harness.phases import Phase, PhaseClock
 from joulebench.harness.provenance import provenance
@@ -39,10 +39,6 @@ def seed_everything(seed: int) -> None:
 
 def now_utc() -> datetime:
     return datetime.now(UTC)
-
-
-def new_attempt_id() -> str:
-    return uuid.uuid4().hex
 
 
 class RunFailed(RuntimeError):
