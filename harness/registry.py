@@ -170,7 +170,8 @@ class Registry:
 
     def data_files(self, task: str, hp: Mapping[str, Any], preset: str) -> list[Path]:
         """``Task.data_files``; the task's module is imported only when it declares input files."""
-        if "data_files" not in self.task_info(task).overrides:
+        info = self.task_info(task)
+        if "data_files" not in info.overrides or not any(hp.get(name) for name in info.data_params):
             return []
         return self.task(task).data_files(hp, preset)
 

@@ -147,6 +147,10 @@ class Task:
         return DataLoader(data, batch_size=batch_size or self.batch_size, shuffle=False,
                           **self.loader_options(train=False))
 
+    data_params: ClassVar[tuple[str, ...]] = ()
+    """Parameters that name files on the user's disk; only when one is set is ``data_files``
+    asked (so resolving a spec on generated data imports nothing of the task)."""
+
     @classmethod
     def data_files(cls, hp: Mapping[str, Any], preset: str) -> list[Path]:
         """Files or directories on the user's disk this run reads (their content enters the

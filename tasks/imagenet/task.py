@@ -100,6 +100,8 @@ class ImageNet(Task):
             extra.add("functional")
         return cls.capabilities | extra
 
+    data_params = ("data_dir",)
+
     @classmethod
     def data_files(cls, hp, preset):
         if hp.get("dataset") != "imagenet" or not hp.get("data_dir"):

@@ -147,6 +147,8 @@ class LTSF(Task):
         extra = {"sequential_blocks"} if hp.get("model") == "mlp" else set()
         return cls.capabilities | extra
 
+    data_params = ("data_dir",)
+
     @classmethod
     def data_files(cls, hp, preset):
         if hp.get("dataset", "synthetic") == "synthetic" or not hp.get("data_dir"):

@@ -138,6 +138,8 @@ class PET(Task):
                               ring_spread=hp.ring_spread, max_delay=hp.max_delay,
                               jitter=hp.jitter, scatter=hp.scatter, randoms=hp.randoms)
 
+    data_params = ("data_dir",)
+
     @classmethod
     def data_files(cls, hp, preset):
         if not hp.get("data_dir"):
