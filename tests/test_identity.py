@@ -150,6 +150,7 @@ def _agree_ranks(rank: int, init_file: str, results: str, out_dir: str) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # without the agreement the ranks' collectives mismatch and gloo hangs
 def test_two_ranks_with_a_seconds_budget_stop_at_the_same_step(tmp_path: Path) -> None:
     mp.spawn(_agree_ranks, args=(str(tmp_path / "init"), str(tmp_path / "results"), str(tmp_path)),
              nprocs=2, join=True)
