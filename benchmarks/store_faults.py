@@ -93,10 +93,11 @@ def _compact_once(root: str) -> None:
 
 
 def _compact_killed_after_part(root: str) -> None:
-    """A compaction that dies (like kill -9) after writing its parts, before removing sources."""
+    """A compaction that dies (like kill -9) after renaming its first part into place, before it
+    records the part's sources (so the next compaction merges them again)."""
     from joulebench.harness import store_compact
 
-    store_compact.remove_if_identical = lambda *a, **k: os._exit(9)
+    store_compact.write_text_atomic = lambda *a, **k: os._exit(9)
     Store(Path(root)).compact()
 
 

@@ -175,7 +175,7 @@ def cmd_compact(args: argparse.Namespace) -> int:
     from joulebench.harness.store import Store
 
     store = Store(results_dir(args))
-    counts = store.compact()
+    counts = store.compact(grace_s=args.grace)
     for path, why in store.bad_files:
         print(f"skipped {path}: {why}", file=sys.stderr)
     print("compacted: " + ", ".join(f"{k} {v} rows" for k, v in counts.items()))
@@ -212,8 +212,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", default="table", choices=("table", "csv", "json"))
     p.set_defaults(func=cmd_results)
 
-    p = sub.add_parser("compact", help="merge per-run files into one file per table")
+    p = sub.add_parser("compact", help="merge new per-run files into a new part (incremental)")
     add_common(p)
+    p.add_argument("--grace", type=float, default=600.0, metavar="SECONDS",
+                   help="merged files are removed by a compaction this long after (readers skip them meanwhile)")
     p.set_defaults(func=cmd_compact)
 
     for module_name in COMMAND_MODULES:

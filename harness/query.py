@@ -48,7 +48,7 @@ def query_runs(root: Path, where: list[str], columns: str | None = None, limit: 
         raise SpecError(f"--limit must be 0 (no limit) or more, not {limit}")
     store = Store(root)
     con = store.connect()
-    types = {r[0]: r[1] for r in con.execute(f"DESCRIBE {table}").fetchall()}
+    types = {r[0]: r[1] for r in store.execute(f"DESCRIBE {table}", con=con).fetchall()}
     clauses, values = [], []
     for text in where:
         col, op, value = parse_filter(text, set(types))

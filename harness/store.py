@@ -10,9 +10,10 @@ Layout under the results directory::
 
 The one rule: no operation deletes or replaces a file whose exact content it did not read and
 supersede. Writers never replace a file (each attempt has its own name); compaction deletes only
-sources still identical to what it merged (``store_compact``); readers list loose files before
-parts, and compaction writes a part before it removes its sources, so a reader that meets a
-vanished file lists again and never sees a store with results missing.
+sources still identical to what it merged, a grace period after the part that holds them
+(``store_compact``). Readers list loose files, then the parts' source records (skipping what they
+name), then the parts; a part and its record exist before any source goes, so no reader sees a
+store with results missing, and one that meets a vanished file lists again.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from joulebench.harness.store_files import (
     part_files,
     safe_segment,
     sql_list,
+    superseded,
     write_atomic,
 )
 from joulebench.harness.store_guard import FutureSchema, check_file, quarantine, tag, violation
@@ -151,11 +153,16 @@ class Store:
     def files(self, table: str) -> list[Path]:
         """Readable, conforming files of a table, loose ones listed before parts (see the module
         docstring); broken ones are listed in ``bad_files``, non-conforming ones quarantined."""
-        base = self.root / table
-        listed = loose_files(base) + part_files(base)
+        listed = self._unmerged(table) + part_files(self.root / table)
         if listed and not self.deep_check and self._conform_together(listed, table):
             return listed
         return [p for p in listed if self._usable(p, table)]
+
+    def _unmerged(self, table: str) -> list[Path]:
+        """Loose files not yet in a part (listed first, then the records: see ``superseded``)."""
+        loose = loose_files(self.root / table)
+        done = superseded(self.root, self.root / table)
+        return [p for p in loose if p not in done] if done else loose
 
     def _conform_together(self, files: list[Path], table: str) -> bool:
         """One DuckDB pass over all footers (5x faster than one file at a time): if the union has
@@ -172,7 +179,7 @@ class Store:
 
     def loose(self, table: str) -> list[Path]:
         """Conforming loose (not yet merged) files of a table."""
-        listed = loose_files(self.root / table)
+        listed = self._unmerged(table)
         if listed and self._conform_together(listed, table):
             return listed
         return [p for p in listed if self._usable(p, table)]
@@ -315,11 +322,12 @@ class Store:
         return con
 
     # -- compaction ---------------------------------------------------------------------------
-    def compact(self, files_per_part: int = 50_000, memory_limit: str = "1GB") -> dict[str, int]:
+    def compact(self, files_per_part: int = 2_000, memory_limit: str = "1GB",
+                grace_s: float = 600.0) -> dict[str, int]:
         """Merge loose files into new parts (never rewriting old ones); rows merged per table.
 
         See ``store_compact`` for the lock and the identity rule."""
         from joulebench.harness.store_compact import compact
 
-        return compact(self, files_per_part, memory_limit)
+        return compact(self, files_per_part, memory_limit, grace_s)
 

@@ -3,14 +3,18 @@
 One compaction at a time holds ``.locks/compact.lock`` (see ``store_lock``). For each batch it
 records every source file's identity (size, mtime, inode) *before* reading it, streams the batch
 into a new part with DuckDB under a memory limit, checks the part against the schema, renames it
-into ``compacted/``, and only then removes each source - and only a source still identical to
-what it read: the source is renamed aside first and compared, so a file rewritten meanwhile (a
-perun import) is put back, never lost. A compaction killed after writing its part leaves sources
-that the next one merges again; the views read each attempt (and curve point) once.
+into ``compacted/`` and writes ``part-*.sources.json`` beside it: from then on readers skip those
+sources by name. A later compaction, ``grace_s`` after (default 10 min: longer than any read),
+removes each source - only a source still identical to what was merged: it is renamed aside
+first and compared, so a file rewritten meanwhile (a perun import) is put back, never lost.
+(Deleting at once made reads under a compaction loop fail: each retry met newly vanished files.)
+A compaction killed before its record leaves sources the next one merges again; the views read
+each attempt (and curve point) once.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import time
 import uuid
@@ -20,7 +24,15 @@ import duckdb
 
 from joulebench.harness import SCHEMA_VERSION, __version__
 from joulebench.harness.params import SpecError
-from joulebench.harness.store_files import PARTS_DIR, Identity, fsync_file, identity, sql_list
+from joulebench.harness.store_files import (
+    PARTS_DIR,
+    SOURCES_SUFFIX,
+    Identity,
+    fsync_file,
+    identity,
+    sources_records,
+    sql_list,
+)
 from joulebench.harness.store_guard import check_file, quarantine
 from joulebench.harness.store_lock import LockFile
 
@@ -31,7 +43,7 @@ class CompactionBusy(SpecError):
     """Another compaction holds the lock."""
 
 
-def compact(store, files_per_part: int, memory_limit: str) -> dict[str, int]:
+def compact(store, files_per_part: int, memory_limit: str, grace_s: float) -> dict[str, int]:
     """Rows merged per table by this compaction (``store`` is a ``harness.store.Store``)."""
     lock = LockFile(store.root / ".locks" / "compact.lock", stale_s=600.0, heartbeat_s=10.0)
     if not lock.acquire():
@@ -41,17 +53,41 @@ def compact(store, files_per_part: int, memory_limit: str) -> dict[str, int]:
         raise CompactionBusy(f"another compaction is running ({holder.get('owner', 'unknown owner')}{age}); "
                              "nothing done")
     with lock:
-        return {name: _compact_table(store, name, files_per_part, memory_limit) for name in TABLE_NAMES}
+        counts = {}
+        for name in TABLE_NAMES:
+            expire_sources(store.root, name, grace_s)
+            counts[name] = _compact_table(store, name, files_per_part, memory_limit, grace_s)
+        return counts
 
 
-def _compact_table(store, name: str, files_per_part: int, memory_limit: str) -> int:
+def _compact_table(store, name: str, files_per_part: int, memory_limit: str, grace_s: float) -> int:
     loose = store.loose(name)
     merged = 0
     for start in range(0, len(loose), files_per_part):
         batch = [p for p in loose[start:start + files_per_part] if p.exists()]
         if batch:
             merged += _merge_batch(store.root, name, batch, memory_limit)
+    if grace_s <= 0:
+        expire_sources(store.root, name, 0.0)
     return merged
+
+
+def expire_sources(root: Path, name: str, grace_s: float) -> None:
+    """Remove the sources of parts written more than ``grace_s`` ago (still-identical ones only),
+    then their record. Until then readers skip them by name (``store_files.superseded``), so a
+    read that began before the part appeared never meets a vanished file."""
+    for record in sources_records(root / name):
+        try:
+            info = json.loads(record.read_text())
+        except FileNotFoundError:
+            continue
+        except ValueError:
+            info = {"written": 0.0, "sources": []}
+        if time.time() - float(info.get("written", 0.0)) < grace_s:
+            continue
+        for rel, size, mtime_ns, inode in info["sources"]:
+            remove_if_identical(root, root / rel, Identity(size, mtime_ns, inode))
+        record.unlink(missing_ok=True)
 
 
 def _merge_batch(root: Path, name: str, batch: list[Path], memory_limit: str) -> int:
@@ -83,9 +119,17 @@ def _merge_batch(root: Path, name: str, batch: list[Path], memory_limit: str) ->
             tmp.unlink(missing_ok=True)
         except OSError:
             pass
-    for path in batch:
-        remove_if_identical(root, path, seen[path])
+    record = {"part": part.name, "written": time.time(),
+              "sources": [[str(p.relative_to(root)), *seen[p]] for p in batch]}
+    write_text_atomic(part.with_name(part.stem + SOURCES_SUFFIX), json.dumps(record))
     return int(rows)
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.tmp")
+    tmp.write_text(text)
+    fsync_file(tmp)
+    os.rename(tmp, path)
 
 
 def _quote(path: Path) -> str:

@@ -7,6 +7,7 @@ names alone (no file opened): the names are the index of the loose files.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from pathlib import Path
@@ -119,6 +120,30 @@ def part_files(table_dir: Path) -> list[Path]:
                           if e.name.endswith(".parquet") and not e.name.startswith("."))
     except (FileNotFoundError, NotADirectoryError):
         return []
+
+
+SOURCES_SUFFIX = ".sources.json"
+
+
+def sources_records(table_dir: Path) -> list[Path]:
+    """The records of which loose files each recent part holds (``store_compact``)."""
+    try:
+        with os.scandir(table_dir / PARTS_DIR) as entries:
+            return sorted(Path(e.path) for e in entries if e.name.endswith(SOURCES_SUFFIX))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def superseded(root: Path, table_dir: Path) -> set[Path]:
+    """Loose files already merged into a part (awaiting removal): readers skip them by name.
+    Read after listing loose files and before listing parts (a record follows its part)."""
+    out: set[Path] = set()
+    for record in sources_records(table_dir):
+        try:
+            out.update(root / rel for rel, *_ in json.loads(record.read_text())["sources"])
+        except (FileNotFoundError, ValueError, KeyError):
+            continue
+    return out
 
 
 def sql_list(paths: list[Path]) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -9,6 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from joulebench.harness.store import Store
+from joulebench.harness.store_compact import remove_if_identical
+from joulebench.harness.store_files import identity
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -97,3 +100,29 @@ def test_leaderboard_groups_by_cell_and_marks_the_latest_code(results: Path) -> 
     assert [b[:5] for b in board[:2]] == [("c-new", 3, 1, True, "v2"), ("c-old", 3, 0, False, "v2")]
     assert board[0][5:] == (40, "cpu:test")
     assert board[2][0].startswith("v1:") and board[2][4] == "v1" and board[2][3] is True
+
+
+def test_merged_files_stay_until_the_grace_period_and_read_once_meanwhile(results: Path) -> None:
+    store = Store(results)
+    paths = [store.write_run(row(f"k{i}")) for i in range(3)]
+    assert store.compact()["runs"] == 3  # default grace: sources stay, readers skip them
+    assert all(p.exists() for p in paths)
+    assert store.execute("SELECT count(*) FROM attempts").fetchone() == (3,)
+    assert store.compact()["runs"] == 0  # recorded sources are not merged again
+    assert store.compact(grace_s=0)["runs"] == 0
+    assert not any(p.exists() for p in paths)
+    assert Store(results).execute("SELECT count(*) FROM attempts").fetchone() == (3,)
+
+
+def test_a_source_changed_after_its_merge_is_kept_and_merged_again(results: Path) -> None:
+    store = Store(results)
+    path = store.write_run(row("k"))
+    merged_as = identity(path)
+    store.compact()
+    tmp = path.with_name(".rewrite.tmp")
+    tmp.write_bytes(path.read_bytes())
+    os.replace(tmp, path)  # rewritten (as a perun import does): a new identity
+    assert not remove_if_identical(results, path, merged_as) and path.exists()
+    assert store.compact(grace_s=0)["runs"] == 1  # its record gone, the new content is merged
+    assert not path.exists()
+    assert Store(results).execute("SELECT count(*) FROM attempts").fetchone() == (1,)
