@@ -15,6 +15,10 @@ import streamlit as st
 from joulebench.leaderboard import overview_page, suite_page, task_page
 from joulebench.leaderboard.state import from_url, query, results_root
 
+WIDE = ('<style>[data-testid="stMainBlockContainer"] {padding-left: 2rem; padding-right: 2rem; '
+        'padding-top: 2.5rem; max-width: 100%}</style>')
+"""The wide layout without its broad margins: the ranking's columns get the screen."""
+
 PAGES = {"overview": ("Overview", overview_page.render), "task": ("Task", task_page.render),
          "suite": ("Suite", suite_page.suite_tab)}
 
@@ -29,6 +33,7 @@ def main() -> None:
                 "    joulebench campaign run examples/campaigns/demo.toml -j 2\n\n"
                 "and start the leaderboard over the same store (`--results DIR`).")
         return
+    st.html(WIDE)
     if "page" not in st.session_state and "task" in st.query_params and "page" not in st.query_params:
         st.session_state["page"] = "task"  # a link to a task's view
     from_url("page", list(PAGES))

@@ -35,7 +35,7 @@ def overview_table(rows: pd.DataFrame) -> tuple[str, list[str]]:
         cheapest_vs_backprop=rows["cheapest_energy_to_target_j"] / rows["backprop_energy_to_target_j"]
         if "cheapest_energy_to_target_j" in rows else None)
     links = [link(task=t, preset=p) for t, p in zip(rows["task"], rows["preset"])]
-    return to_html(shown(rows, COLUMNS), COLUMNS, links=links, test_id="overview"), links
+    return to_html(shown(rows, COLUMNS), links=links, test_id="overview"), links
 
 
 def render(root: str) -> None:

@@ -89,6 +89,9 @@ HAVING count(*) FILTER (WHERE chosen) > 0
 """One row per leaderboard cell (the experiment minus its seed) and energy kind: medians over the
 runs of the chosen statuses, and the count of failed attempts of the cell's run keys."""
 
+OVERVIEW_FIELDS = ("task", "preset", "estimated", "method", "model", "method_params", "task_params", "metric",
+                   "higher_is_better", "target", "quality", "reached", "energy_to_target_j", "train_j", "runs")
+
 RANKING_COLUMNS = ["rank", "method", "model", "key_params", "budget", "hardware_class", "metric", "quality",
                    "spread", "seeds", "failed", "train_j", "estimated", "energy_source", "energy_vs_backprop",
                    "energy_to_target_j", "energy_to_target_vs_backprop", "time_to_target_s",
@@ -303,8 +306,9 @@ class Board:
     def overview(self) -> pd.DataFrame:
         """Per task, preset and energy kind: the best quality, the cell reaching the target for the
         fewest joules and backprop's figures beside them (latest code, default scope)."""
+        cells = self.cells(Filters())[list(OVERVIEW_FIELDS)]  # few columns: pandas copies less per group
         rows = [overview_row(task, preset, bool(est), group)
-                for (task, preset, est), group in self.cells(Filters()).groupby(["task", "preset", "estimated"])]
+                for (task, preset, est), group in cells.groupby(["task", "preset", "estimated"], sort=False)]
         seen = {(r["task"], r["preset"]) for r in rows}
         rows += [{"task": t, "preset": p, "estimated": None, "runs": 0} for t, p in self.choices["presets"]
                  if (t, p) not in seen]  # every task is listed, also one without a successful run

@@ -37,12 +37,15 @@ class Column:
     header: str
     kind: str = "text"
     help: str = ""
+    optional: bool = False
+    """Left out when every value is empty (a column of blanks only costs width)."""
 
 
 @dataclass(frozen=True)
 class Shown:
-    """A table as the page shows it: header texts, cell texts and cell tooltips."""
+    """A table as the page shows it: its columns, header texts, cell texts and cell tooltips."""
 
+    columns: list[Column]
     headers: list[str]
     cells: list[list[str]]
     titles: list[list[str]]
@@ -60,9 +63,11 @@ def full(value: object, unit: str = "") -> str:
 
 def shown(frame: pd.DataFrame, columns: list[Column]) -> Shown:
     """Format ``frame`` for reading; units and scales go into the headers."""
-    headers, cells, titles, numeric = [], [], [], []
+    kept, headers, cells, titles, numeric = [], [], [], [], []
     for col in columns:
         values = frame[col.field].tolist() if col.field in frame else [None] * len(frame)
+        if col.optional and all(is_missing(v) or v == "" for v in values):
+            continue
         header, show, unit = col.header, fmt, ""
         if col.kind in ("J", "s", "g CO2", "h"):
             scale = scale_for(values, col.kind)
@@ -71,20 +76,21 @@ def shown(frame: pd.DataFrame, columns: list[Column]) -> Shown:
             show = ratio
         elif col.kind == "percent":
             show = percent
+        kept.append(col)
         headers.append(header)
         cells.append([show(v) for v in values])
         titles.append([full(v, unit) for v in values])
         numeric.append(col.kind != "text")
     rows = list(zip(*cells)) if cells else []
     row_titles = list(zip(*titles)) if titles else []
-    return Shown(headers, [list(r) for r in rows], [list(t) for t in row_titles], numeric)
+    return Shown(kept, headers, [list(r) for r in rows], [list(t) for t in row_titles], numeric)
 
 
-def to_html(table: Shown, columns: list[Column], links: list[str | None] | None = None,
+def to_html(table: Shown, links: list[str | None] | None = None,
             link_column: int = 0, row_class: Callable[[int], str] | None = None, test_id: str = "jb-table") -> str:
     """The table as HTML; ``links`` turn one column's cells into links (one per row or None)."""
     esc = html.escape
-    head = "".join(f'<th title="{esc(c.help or h)}">{esc(h)}</th>' for h, c in zip(table.headers, columns))
+    head = "".join(f'<th title="{esc(c.help or h)}">{esc(h)}</th>' for h, c in zip(table.headers, table.columns))
     body = []
     for i, (cells, titles) in enumerate(zip(table.cells, table.titles)):
         tds = []

@@ -54,9 +54,9 @@ def ranking_columns(metric: str) -> tuple[list[Column], list[Column]]:
     """The ranking's columns in two tables that fit a screen: quality and energy, then time, CO2
     and where the joules come from (the first four columns repeat, so each row is named)."""
     names = [Column("rank", "rank", "number"), Column("method", "method"), Column("model", "model"),
-             Column("key_params", "parameters", help="parameters that differ from the defaults")]
+             Column("key_params", "parameters", help="parameters that differ from the defaults", optional=True)]
     main = names + [
-        Column("budget", "budget"), Column("hardware_class", "hardware"),
+        Column("budget", "budget", optional=True), Column("hardware_class", "hardware"),
         Column("energy_kind", "energy", help="estimated (a model; no sensor) or measured"),
         Column("quality", f"{metric} median", "number", "median over seeds"),
         Column("spread", f"{metric} IQR", "number", "q75 − q25 over seeds"),
@@ -64,15 +64,15 @@ def ranking_columns(metric: str) -> tuple[list[Column], list[Column]]:
         Column("train_j", "train energy", "J", "median training energy"),
         Column("energy_vs_backprop", "vs backprop", "ratio", "train energy over the backprop baseline's"),
         Column("energy_to_target_j", "energy to target", "J"),
-        Column("energy_to_target_vs_backprop", "to target vs backprop", "ratio"),
-        Column("reached", "reached", "percent", "share of runs that reached the target"),
-        Column("code", "code", help="older: a newer code version of this configuration exists")]
+        Column("reached", "reached", "percent", "share of runs that reached the target")]
     cost = names + [
+        Column("energy_to_target_vs_backprop", "energy to target vs backprop", "ratio"),
         Column("time_to_target_s", "time to target", "s"),
         Column("time_to_target_vs_backprop", "vs backprop", "ratio"),
         Column("train_s", "train time", "s"), Column("co2_g", "CO2", "g CO2"),
         Column("device_hours", "devices × time", "h"), Column("j_per_sample", "energy per sample", "J"),
-        Column("energy_source", "energy source")]
+        Column("energy_source", "energy source"),
+        Column("code", "code", help="older: a newer code version of this configuration exists")]
     return main, cost
 
 
@@ -90,7 +90,7 @@ def ranking_view(root: str, f: Filters) -> None:
                         code=["latest" if x else "older" for x in table["is_latest_code"]])
     older = rows["code"].eq("older").tolist()
     for columns, test_id in zip(ranking_columns(metric), ("ranking", "ranking-cost")):
-        st.html(to_html(shown(rows, columns), columns, row_class=lambda i: "older" if older[i] else "",
+        st.html(to_html(shown(rows, columns), row_class=lambda i: "older" if older[i] else "",
                         test_id=test_id))
     st.caption("median over seeds; IQR = q75 − q25; vs backprop: ratio to the backprop cell with the most runs "
                "in this task and preset (same energy kind); hover a figure for its full value")
@@ -206,12 +206,12 @@ def run_detail(root: str, key: str, row: dict) -> None:
                    row.get("total_energy_j")]})
     st.subheader("Energy per phase" + (" (estimated)" if row.get("estimated") else ""))
     columns = [Column("phase", "phase"), Column("seconds", "time", "s"), Column("joules", "energy", "J")]
-    st.html(to_html(shown(phases, columns), columns, test_id="phases"))
+    st.html(to_html(shown(phases, columns), test_id="phases"))
     parts = pd.DataFrame({"part": ["cpu", "gpu", "dram"],
                           "joules": [row.get(f"train_energy_{p}_j") for p in ("cpu", "gpu", "dram")],
                           "source": [row.get(f"energy_{p}_source") for p in ("cpu", "gpu", "dram")]})
     columns = [Column("part", "part"), Column("joules", "train energy", "J"), Column("source", "source")]
-    st.html(to_html(shown(parts, columns), columns, test_id="parts"))
+    st.html(to_html(shown(parts, columns), test_id="parts"))
     st.caption(f"energy source: {fmt(row.get('energy_source'))}; notes: {fmt(row.get('energy_notes'))}; "
                f"CO2 {fmt(row.get('co2_g'))} g at {fmt(row.get('carbon_intensity_g_per_kwh'))} g/kWh "
                f"({fmt(row.get('carbon_source'))})")

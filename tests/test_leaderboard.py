@@ -364,3 +364,14 @@ def test_leaderboard_passes_plugins_to_the_app(tmp_path: Path) -> None:
     cmd = streamlit_command(tmp_path, 8600, "127.0.0.1", [str(plugin)])
     app_args = cmd[cmd.index("--") + 1:]
     assert app_args == ["--results", str(tmp_path), "--plugin", str(plugin.resolve())]
+
+
+def test_figures_three_significant_digits_one_scale_per_column() -> None:
+    from joulebench.leaderboard.units import scale_for
+
+    assert [sig3(v) for v in (225.1142, 0.37764, 12345.0, 999.6, 9.996, 1.0)] == [
+        "225", "0.378", "12300", "1000", "10.0", "1.00"]
+    energy = scale_for([225.11, 1187.6, 2244.6], "J")  # the median decides: kJ for the whole column
+    assert energy.label == "kJ" and [energy.show(v) for v in (225.11, 2244.6)] == ["0.225", "2.24"]
+    assert scale_for([30.0, 200.0], "s").label == "min" and scale_for([5e3, 8e3], "s").label == "h"
+    assert scale_for([None, float("nan")], "J").label == "J"
