@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from joulebench.harness.params import Param
-from joulebench.harness.task import Hyper, Task
+from joulebench.harness.params import Hyper, Param
+from joulebench.harness.task import Task
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,7 +37,7 @@ class Method:
     classical algorithm's settings on the training data); otherwise the runner skips training."""
 
     def __init__(self, hp: Mapping[str, Any]) -> None:
-        self.hp = Hyper(hp)
+        self.hp = hp if isinstance(hp, Hyper) else Hyper(hp)
 
     def train(self, ctx: TrainContext) -> None:
         raise NotImplementedError
@@ -45,10 +45,19 @@ class Method:
     @classmethod
     def incompatibility(cls, task: type[Task], task_hp: Mapping[str, Any]) -> str | None:
         """Why this method cannot train this task, or None when it can."""
-        missing = cls.requires - task.capabilities_for(task_hp)
-        if missing:
-            return f"{task.name} does not provide {', '.join(sorted(missing))}"
-        return None
+        return cls.missing(cls.requires, task.capabilities_for(task_hp), task.name)
+
+    @staticmethod
+    def missing(requires: frozenset[str], provided: frozenset[str], task: str) -> str | None:
+        """The reason of ``incompatibility`` when a task lacks required capabilities, else None."""
+        lacking = requires - provided
+        return f"{task} does not provide {', '.join(sorted(lacking))}" if lacking else None
+
+    @classmethod
+    def uses_methods(cls, hp: Mapping[str, Any]) -> tuple[str, ...]:
+        """Other registered methods whose code decides this method's result (a search's inner
+        method): their import closures join this method's in the run_key."""
+        return ()
 
     @classmethod
     def timeout_factor(cls, hp: Mapping[str, Any]) -> float:
