@@ -113,7 +113,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.max_energy:
         from joulebench.cluster.estimate import EnergyCap
 
-        cap = EnergyCap.check(args.max_energy, todo, store, args.executor)
+        try:
+            cap = EnergyCap.check(args.max_energy, todo, store, args.executor)
+        except BaseException:  # refused on the forecast: the early-started workers go too
+            if pool:
+                pool.close()
+            raise
     if args.executor == "sbatch":
         return write_sbatch(campaign, pending, store.root, args.out)
     if args.executor == "local":

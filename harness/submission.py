@@ -99,6 +99,9 @@ def write_rows(store_dir: Path, keys: list[str], out: Path) -> int:
     store = Store(store_dir)
     runs = store.execute("SELECT * FROM runs WHERE run_key IN (SELECT unnest(?))", [keys]).to_arrow_table()
     curves = store.execute("SELECT * FROM curves WHERE run_key IN (SELECT unnest(?))", [keys]).to_arrow_table()
+    from joulebench.harness.schema import CURVES, RUNS
+
+    runs, curves = conform(runs, RUNS), conform(curves, CURVES)
     pq.write_table(runs, out / "runs.parquet")
     pq.write_table(curves, out / "curves.parquet")
     rows = runs.to_pylist()
@@ -189,6 +192,27 @@ def verified(bundle: Path, bundle_id: str) -> bool:
 
 
 # -- import ---------------------------------------------------------------------------------------
+UTC_NAMES = {"UTC", "Etc/UTC", "+00:00"}
+
+
+def same_type(have: pa.DataType, want: pa.DataType) -> bool:
+    """Equal types; timestamps of one unit count as equal across the names of UTC (DuckDB writes
+    ``Etc/UTC`` where the runner writes ``UTC``)."""
+    if have == want or pa.types.is_null(have):
+        return True
+    return (pa.types.is_timestamp(have) and pa.types.is_timestamp(want) and have.unit == want.unit
+            and have.tz in UTC_NAMES and want.tz in UTC_NAMES)
+
+
+def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """Cast core columns to the store's exact types (after ``check_schema`` said they agree)."""
+    for i, field in enumerate(table.schema):
+        if field.name in schema.names and field.type != schema.field(field.name).type:
+            want = schema.field(field.name)
+            table = table.set_column(i, want, table.column(i).cast(want.type))
+    return table
+
+
 def check_schema(table: pa.Table, schema: pa.Schema, what: str) -> None:
     """Core columns must have the store's types; anything else must be a prefixed column."""
     from joulebench.harness.schema import PREFIXES
@@ -196,7 +220,7 @@ def check_schema(table: pa.Table, schema: pa.Schema, what: str) -> None:
     for field in table.schema:
         if field.name in schema.names:
             want = schema.field(field.name).type
-            if field.type != want and not pa.types.is_null(field.type):
+            if not same_type(field.type, want):
                 raise SpecError(f"{what}: column {field.name!r} is {field.type}, the store needs {want}")
         elif not field.name.startswith(PREFIXES):
             raise SpecError(f"{what}: column {field.name!r} is not in the store's schema")
@@ -221,6 +245,7 @@ def import_bundle(bundle: Path, results: Path, allow_unverified: bool = False) -
     curves = pq.read_table(Path(bundle) / "curves.parquet")
     check_schema(runs, RUNS, f"bundle {bundle} runs.parquet")
     check_schema(curves, CURVES, f"bundle {bundle} curves.parquet")
+    runs, curves = conform(runs, RUNS), conform(curves, CURVES)
     store = Store(results)
     have = {(k, str(t)) for k, t in store.execute("SELECT run_key, started_at FROM runs_all").fetchall()}
     fresh = [i for i, (k, t) in enumerate(zip(runs["run_key"].to_pylist(), runs["started_at"].to_pylist()))

@@ -160,7 +160,9 @@ def test_store_costs_come_from_the_curves_at_the_suite_target(suite_store: Path)
 
 def test_suite_tab_shows_profiles_scores_and_cells(suite_store: Path, monkeypatch):
     monkeypatch.setenv("JOULEBENCH_RESULTS", str(suite_store))
-    at = AppTest.from_file(APP, default_timeout=120).run()
+    at = AppTest.from_file(APP, default_timeout=120)
+    at.query_params["page"] = "suite"
+    at.run()
     assert not at.exception, at.exception
     profiles = [c for c in at.get("vega_lite_chart") if "rho" in c.proto.spec]
     assert len(profiles) == 2
