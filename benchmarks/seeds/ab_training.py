@@ -37,7 +37,8 @@ AB = {"ab_steps": 10, "full_steps": 10, "warmup_fraction": 0.1, "lr": 1e-3}
 
 def build_specs(args) -> list:
     mode = "quick" if args.quick else "full"
-    kw = dict(task="ltsf", preset="tiny", budget={"steps": STEPS[mode]}, campaign="seed-ab-training")
+    kw = dict(task="ltsf", preset="tiny", budget={"steps": STEPS[mode]}, campaign="seed-ab-training",
+              timeout_s=common.TIMEOUT_S)
     out = []
     for seed in common.seeds(args):
         out.append(resolve(RunSpec(**kw, task_params=TASK, method="ab_training", seed=seed,
@@ -72,6 +73,8 @@ def main() -> None:
     rows = common.run_specs(specs, args)
     print(common.table(rows, specs))
     ok = common.ok(rows)
+    if ok.empty:
+        return
     headlines(ok, 4, True, "")
     headlines(ok, 2, False, "_gloo2")
 
