@@ -55,7 +55,7 @@ def build_specs(args) -> list:
 
 def headlines(ok, world: int, simulated: bool, suffix: str) -> None:
     ab = ok[(ok["method"] == "ab_training") & (ok["x_ranks_total"] == world)
-            & (ok["x_simulated"].astype(bool) == simulated)].set_index("seed")
+            & (ok["x_simulated"].fillna(False).astype(bool) == simulated)].set_index("seed")
     ddp = ok[ok["method"] == "backprop"]
     ddp = (ddp[ddp["world_size"] == 1] if simulated else ddp[ddp["world_size"] == world]).set_index("seed")
     if ab.empty:
