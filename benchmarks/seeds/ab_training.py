@@ -37,7 +37,8 @@ AB = {"ab_steps": 10, "full_steps": 10, "warmup_fraction": 0.1, "lr": 1e-3}
 
 def build_specs(args) -> list:
     mode = "quick" if args.quick else "full"
-    kw = dict(task="ltsf", preset="tiny", budget={"steps": STEPS[mode]}, campaign="seed-ab-training")
+    kw = dict(task="ltsf", preset="tiny", budget={"steps": STEPS[mode]}, campaign="seed-ab-training",
+              timeout_s=common.TIMEOUT_S)
     out = []
     for seed in common.seeds(args):
         out.append(resolve(RunSpec(**kw, task_params=TASK, method="ab_training", seed=seed,
@@ -54,7 +55,7 @@ def build_specs(args) -> list:
 
 def headlines(ok, world: int, simulated: bool, suffix: str) -> None:
     ab = ok[(ok["method"] == "ab_training") & (ok["x_ranks_total"] == world)
-            & (ok["x_simulated"].astype(bool) == simulated)].set_index("seed")
+            & (ok["x_simulated"].fillna(False).astype(bool) == simulated)].set_index("seed")
     ddp = ok[ok["method"] == "backprop"]
     ddp = (ddp[ddp["world_size"] == 1] if simulated else ddp[ddp["world_size"] == world]).set_index("seed")
     if ab.empty:
@@ -72,6 +73,8 @@ def main() -> None:
     rows = common.run_specs(specs, args)
     print(common.table(rows, specs))
     ok = common.ok(rows)
+    if ok.empty:
+        return
     headlines(ok, 4, True, "")
     headlines(ok, 2, False, "_gloo2")
 

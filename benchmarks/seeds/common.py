@@ -36,6 +36,8 @@ from joulebench.harness.spec import ResolvedSpec
 from joulebench.harness.store import Store
 from joulebench.harness.worker import Worker
 
+TIMEOUT_S = 1800.0
+"""Per-run limit of the seed benchmarks: the tiny preset's two minutes assume an idle core."""
 QUICK_SEEDS = (0, 1)
 FULL_SEEDS = (0, 1, 2)
 
