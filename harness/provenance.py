@@ -73,5 +73,8 @@ def static_provenance() -> dict:
 
 
 def provenance(device: str) -> dict:
+    env = os.environ
     return {**static_provenance(), "gpu_model": gpu_model(device),
-            "slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")}
+            "slurm_job_id": env.get("SLURM_JOB_ID"),  # unique per array task, unlike the array's id
+            "slurm_array_job_id": env.get("SLURM_ARRAY_JOB_ID"),
+            "slurm_array_task_id": env.get("SLURM_ARRAY_TASK_ID")}
