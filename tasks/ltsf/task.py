@@ -81,6 +81,9 @@ class LTSF(Task):
         "e_layers": Param(2, low=1, high=12, applies=for_models(*ATTENTION, "mlp")),
         "d_layers": Param(1, low=1, high=12, applies=for_models("transformer", "autoformer", "recycle")),
         "d_ff": Param(128, low=8, high=8192, applies=for_models(*ATTENTION, "mlp")),
+        "activation": Param("relu", choices=("relu", "tanh"), applies=for_models("mlp"),
+                            help="mlp: hidden activation (feedback methods use tanh by default "
+                                 "through their own activation parameter)"),
         "dropout": Param(0.05, low=0.0, high=0.9, applies=for_models(*ATTENTION)),
         "cycle_len": Param(0, low=0, high=100_000,
                            help="primary cycle in rows (ReCycle, seasonal-naive, MASE); 0: from the "
