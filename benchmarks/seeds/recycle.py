@@ -23,11 +23,13 @@ from pathlib import Path
 
 import common
 
+from joulebench.harness.registry import registry
 from joulebench.harness.spec import RunSpec, resolve
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
 REFERENCES = ("transformer", "patchtst")
 MODELS = ("recycle", *REFERENCES, "rhp")
+ARCHITECTURE = ("d_model", "d_ff", "e_layers", "n_heads", "d_layers")
 
 
 def datasets(quick: bool) -> dict[str, tuple[str, dict]]:
@@ -39,6 +41,15 @@ def datasets(quick: bool) -> dict[str, tuple[str, dict]]:
     if not quick or not out:
         out["synthetic"] = ("small", {})
     return out
+
+
+def untrained(preset: str) -> dict:
+    """Backprop's own defaults in place of the preset's method defaults, for a model with nothing
+    to train (the runner fails a run whose set parameters are never read)."""
+    reg = registry()
+    declared = reg.method("backprop").params
+    overrides = reg.task("ltsf").presets[preset].method_defaults.get("backprop") or {}
+    return {name: declared[name].default for name in overrides}
 
 
 def build(args) -> dict[tuple, object]:
@@ -53,11 +64,15 @@ def build(args) -> dict[tuple, object]:
                 task = {**params, **shape, "model": model, "batch_size": 32, "e_layers": 2}
                 if model in ("recycle", "rhp"):
                     task.update(cycle_len=24, rhp_cycles=3)
+                if model == "rhp":  # no network: its architecture parameters do not apply
+                    task = {k: v for k, v in task.items() if k not in ARCHITECTURE}
+                method_params = {"lr": 1e-4 if model != "patchtst" else 1e-3}
+                if model == "rhp":  # nothing trains: the preset's optimiser settings are unread
+                    method_params = untrained(preset)
                 out[(data, model, seed)] = resolve(RunSpec(
                     task="ltsf", method="backprop", preset=preset, seed=seed, task_params=task,
                     budget={"steps": 1} if model == "rhp" else budget, eval_every=10**9,
-                    method_params={"lr": 1e-4 if model != "patchtst" else 1e-3},
-                    campaign="seed-recycle"))
+                    method_params=method_params, campaign="seed-recycle"))
     return out
 
 

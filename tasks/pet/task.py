@@ -29,6 +29,8 @@ from joulebench.tasks.pet.sorter import TimeWindowSorter
 EVAL_BATCH = 256
 SPLITS = ("train", "val", "test")
 SPLIT_SEED = {"train": 0, "val": 1, "test": 2}
+PETNET = {"model": ("petnet",)}
+SORTER = {"model": ("sorter",)}
 
 
 @lru_cache(maxsize=4)
@@ -77,23 +79,23 @@ class PET(Task):
         "data_seed": Param(0, help="seed of the simulation (fixed across run seeds)"),
         "model": Param("petnet", choices=("petnet", "sorter")),
         "geometry": Param(True, help="PETNet: each hit also marks its opposite crystals, and the "
-                                     "readout pairs opposite crystals only; False: no geometry anywhere"),
+                                     "readout pairs opposite crystals only; False: no geometry anywhere", applies=PETNET),
         "arch": Param("dense", choices=("dense", "local"),
                       help="PETNet: fully connected (the authors'), or weights shared across "
-                           "crystals with a partner channel (variant)"),
+                           "crystals with a partner channel (variant)", applies=PETNET),
         "hidden": Param(480, low=1, high=8192,
-                        help="PETNet hidden neurons (the authors': 480; per crystal if local)"),
+                        help="PETNet hidden neurons (the authors': 480; per crystal if local)", applies=PETNET),
         "taps": Param(1, low=1, high=64,
-                      help="PETNet: steps of synaptic delay seen per input (1: none, the authors')"),
-        "beta": Param(0.8, low=0.0, high=1.0, help="initial membrane decay (learned)"),
-        "surrogate": Param("fast_sigmoid", choices=("fast_sigmoid", "atan", "sigmoid")),
-        "slope": Param(5.0, low=0.1, high=1000.0, help="surrogate gradient slope"),
-        "w_count": Param(0.1, low=0.0, high=100.0, help="weight of the spike-count loss"),
-        "w_time": Param(1.0, low=0.0, high=100.0, help="weight of the spike-timing loss"),
-        "tau": Param(2.0, low=0.1, high=100.0, help="timing-loss kernel time constant (steps)"),
-        "window": Param(-1, low=-1, high=1000, help="sorter window in steps; -1: max_delay + 1"),
+                      help="PETNet: steps of synaptic delay seen per input (1: none, the authors')", applies=PETNET),
+        "beta": Param(0.8, low=0.0, high=1.0, help="initial membrane decay (learned)", applies=PETNET),
+        "surrogate": Param("fast_sigmoid", choices=("fast_sigmoid", "atan", "sigmoid"), applies=PETNET),
+        "slope": Param(5.0, low=0.1, high=1000.0, help="surrogate gradient slope", applies=PETNET),
+        "w_count": Param(0.1, low=0.0, high=100.0, help="weight of the spike-count loss", applies=PETNET),
+        "w_time": Param(1.0, low=0.0, high=100.0, help="weight of the spike-timing loss", applies=PETNET),
+        "tau": Param(2.0, low=0.1, high=100.0, help="timing-loss kernel time constant (steps)", applies=PETNET),
+        "window": Param(-1, low=-1, high=1000, help="sorter window in steps; -1: max_delay + 1", applies=SORTER),
         "accept": Param(-1, low=-1, high=1000,
-                        help="sorter geometric acceptance (crystals from opposite); -1: off"),
+                        help="sorter geometric acceptance (crystals from opposite); -1: off", applies=SORTER),
         "time_tol": Param(1, low=0, high=100, help="time match of a true positive (steps)"),
         "batch_size": Param(32, low=1, high=65536),
     }
