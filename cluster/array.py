@@ -18,7 +18,7 @@ from typing import Any
 from joulebench.harness.distributed import agree, detect, init_distributed
 from joulebench.harness.meters import default_meter
 from joulebench.harness.registry import registry
-from joulebench.harness.runner import Runner, failure_row, now_utc
+from joulebench.harness.runner import Runner, failure_row, new_attempt_id, now_utc
 from joulebench.harness.spec import ResolvedSpec
 from joulebench.harness.store import Store
 from joulebench.harness.worker import env_threads, summary
@@ -65,7 +65,8 @@ def run_spec(spec: ResolvedSpec, results: str | Path) -> dict[str, Any]:
             meter = default_meter(spec.device)
             result = summary(Runner(store, meter, dist=dist).run(spec))
     except Exception as exc:  # the runner stores method failures; this is the harness breaking
-        row = failure_row(spec, "crashed", f"{type(exc).__name__}: {exc}", started, time.perf_counter() - t0)
+        row = failure_row(spec, "crashed", f"{type(exc).__name__}: {exc}", started, new_attempt_id(),
+                          time.perf_counter() - t0)
         if detect()[0] == 0:
             store.write_run(row)
         result = summary(row)

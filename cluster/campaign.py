@@ -16,6 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from joulebench.harness.identity import pinned_class
 from joulebench.harness.params import SpecError
 from joulebench.harness.spec import Budget, ResolvedSpec, RunSpec, one_line_validation_error, resolve
 
@@ -41,6 +42,10 @@ class Settings(BaseModel):
     partition: str | None = None
     setup: list[str] | None = None  # shell lines before srun, e.g. "module load mpi/openmpi"
     launch_prefix: str | None = None  # wraps each sbatch array task's srun line, e.g. a perun monitor
+    hardware: str | None = None
+    """The hardware class the runs' keys name, e.g. "cuda:NVIDIA A100-SXM4-40GB x4", for campaigns
+    whose driver cannot see the nodes; default: this machine's, or ``slurm:partition=P`` when a
+    partition is set."""
 
 
 class GridBlock(Settings):
@@ -113,6 +118,8 @@ def expand_runs(campaign: Campaign) -> list[tuple[RunSpec, dict[str, Any]]]:
                                 "device": merged.get("device", "cpu"), "world_size": world_size,
                                 "campaign": campaign.name, "eval_every": merged.get("eval_every"),
                                 "timeout_s": merged.get("timeout_s"),
+                                "hardware": merged.get("hardware")
+                                or pinned_class(merged.get("partition"), None),
                             }), res))
     return runs
 

@@ -76,7 +76,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from joulebench.cluster.local import run_local
+    from joulebench.harness.cli import positive
 
+    positive(args.jobs, "-j/--jobs")
     campaign, runs, store, done = _load(args)
     pending = [(s, r) for s, r in runs if s.run_key not in done]
     todo = [s for s, _ in pending]
@@ -133,6 +135,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sbatch(args: argparse.Namespace) -> int:
+    from joulebench.harness.cli import positive
+
+    positive(args.jobs, "-j/--jobs")
     campaign, runs, store, done = _load(args)
     pending = [(s, r) for s, r in runs if s.run_key not in done]
     if not pending:

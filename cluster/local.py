@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from joulebench.harness.runner import failure_row, now_utc
+from joulebench.harness.runner import failure_row, new_attempt_id, now_utc
 from joulebench.harness.spec import ResolvedSpec
 from joulebench.harness.store import Store
 from joulebench.harness.worker import Worker, env_threads, summary
@@ -62,7 +62,7 @@ def run_parallel(spec: ResolvedSpec, results: Path, launcher: str) -> dict[str, 
     if error is None and len(stored):
         return summary(stored.iloc[0].to_dict())
     row = failure_row(spec, status, error or f"{launcher} finished without storing a row", started,
-                      time.perf_counter() - t0)
+                      new_attempt_id(), time.perf_counter() - t0)
     store.write_run(row)
     return summary(row)
 

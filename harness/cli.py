@@ -48,7 +48,7 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    budget = {k: getattr(args, k) for k in ("steps", "epochs", "seconds") if getattr(args, k)}
+    budget = {k: getattr(args, k) for k in ("steps", "epochs", "seconds") if getattr(args, k) is not None}
     spec = {"task": args.task, "method": args.method, "preset": args.preset, "seed": args.seed,
             "task_params": parse_assignments(args.task_param),
             "method_params": parse_assignments(args.method_param), "device": args.device,
@@ -82,6 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     registry(args.plugin)
     spec = resolve(RunSpec.parse(spec_from_args(args)))
+    validate_region(args.region)
     store = Store(results_dir(args))
     if not args.force and spec.run_key in store.stored_keys():
         print(f"already stored: run {spec.run_key} (use --force to run it again)")
@@ -90,6 +91,19 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = worker.run(spec, on_progress=bar)
     print(format_summary(result))
     return 0 if result["status"] == "ok" else 1
+
+
+def validate_region(region: str | None) -> None:
+    """Checked in the driver, so a typo is one line here, not a crashed row from a worker."""
+    from joulebench.harness import carbon
+
+    carbon.intensity(region)
+
+
+def positive(value: int, what: str) -> int:
+    if value < 1:
+        raise SpecError(f"{what} must be at least 1, got {value}")
+    return value
 
 
 class progress_bar:
@@ -148,6 +162,7 @@ def _params_line(params: dict) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     from joulebench.harness.check import check_plugin
 
+    validate_region(args.region)
     return check_plugin(args.file, region=args.region)
 
 

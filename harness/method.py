@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from joulebench.harness.params import Param
-from joulebench.harness.task import Hyper, Task
+from joulebench.harness.params import Hyper, Param
+from joulebench.harness.task import Task
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,7 +37,7 @@ class Method:
     classical algorithm's settings on the training data); otherwise the runner skips training."""
 
     def __init__(self, hp: Mapping[str, Any]) -> None:
-        self.hp = Hyper(hp)
+        self.hp = hp if isinstance(hp, Hyper) else Hyper(hp)
 
     def train(self, ctx: TrainContext) -> None:
         raise NotImplementedError

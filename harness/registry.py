@@ -21,6 +21,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TypeVar
 
+from joulebench.harness import identity
 from joulebench.harness.method import Method
 from joulebench.harness.params import Param, SpecError
 from joulebench.harness.task import Task
@@ -70,12 +71,14 @@ class Registry:
         broken = [k for k in self.errors if name in k]
         return f" ({broken[0]} failed to load: {self.errors[broken[0]]})" if broken else ""
 
-    def source_hash(self, task: str, method: str) -> str:
-        digest = hashlib.sha256()
-        for cls in (self.tasks[task], self.methods[method]):
-            for path in _source_files(cls):
-                digest.update(path.read_bytes())
-        return digest.hexdigest()[:16]
+    def code_hash(self, task: str, method: str) -> str:
+        """The source hash of everything the experiment imports (see ``harness.identity``)."""
+        return identity.code_hash(self.closure(task, method))
+
+    def closure(self, task: str, method: str) -> dict[str, Path]:
+        modules = [self.tasks[task].__module__, self.methods[method].__module__, *identity.TRAINING_LOOP]
+        outside = {m.split(".")[0] for m in modules if not m.startswith(identity.PACKAGE + ".")}
+        return identity.import_closure(modules, outside)
 
     # -- loading ------------------------------------------------------------------------------
     def load_module(self, module_name: str, origin: str | None = None) -> list[type]:
@@ -174,19 +177,6 @@ def _one_line(exc: BaseException) -> str:
     where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {msg}{where}"
-
-
-def _source_files(cls: type) -> list[Path]:
-    """The files whose change makes a stored result stale: the module, or its whole package."""
-    try:
-        path = Path(inspect.getsourcefile(cls) or "")
-    except TypeError:
-        return []
-    module = sys.modules.get(cls.__module__)
-    package = getattr(module, "__package__", "") or ""
-    if package.count(".") >= 2 and path.parent.name == package.rsplit(".", 1)[-1]:
-        return sorted(path.parent.rglob("*.py"))  # a task package such as joulebench.tasks.ltsf
-    return [path] if path.is_file() else []
 
 
 _REGISTRY: Registry | None = None

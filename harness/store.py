@@ -80,14 +80,16 @@ class Store:
         self.root = Path(self.root)
 
     # -- writing ------------------------------------------------------------------------------
-    def path_for(self, table: str, task: str, run_key: str) -> Path:
-        return self.root / table / f"task={_safe_segment(task)}" / f"{run_key}.parquet"
+    def path_for(self, table: str, task: str, run_key: str, attempt_id: str | None = None) -> Path:
+        """One file per attempt: a later attempt never replaces an earlier one's file."""
+        name = f"{run_key}.{attempt_id}" if attempt_id else run_key
+        return self.root / table / f"task={_safe_segment(task)}" / f"{name}.parquet"
 
     def write_run(self, row: dict[str, Any], curves: list[dict[str, Any]] | None = None) -> Path:
-        task, key = row["task"], row["run_key"]
+        task, key, attempt = row["task"], row["run_key"], row.get("attempt_id")
         if curves:
-            write_atomic(to_table(curves, CURVES), self.path_for("curves", task, key))
-        path = self.path_for("runs", task, key)
+            write_atomic(to_table(curves, CURVES), self.path_for("curves", task, key, attempt))
+        path = self.path_for("runs", task, key, attempt)
         write_atomic(to_table([row], RUNS), path)
         return path
 
@@ -138,13 +140,19 @@ class Store:
             files = self._verified(name, self.files(name))
             con.execute(f"DROP VIEW IF EXISTS {name}_all")
             if files:
-                con.execute(f"CREATE VIEW {name}_all AS SELECT * FROM "
+                con.execute(f"CREATE OR REPLACE VIEW {name}_raw AS SELECT * FROM "
                             f"read_parquet({sql_list(files)}, union_by_name=true, hive_partitioning=false)")
+                have = {r[0] for r in con.execute(f"DESCRIBE {name}_raw").fetchall()}
+                missing = [f"NULL::{duck_type(f.type)} AS {f.name}" for f in schema if f.name not in have]
+                con.execute(f"CREATE VIEW {name}_all AS SELECT *{''.join(', ' + m for m in missing)} "
+                            f"FROM {name}_raw")
             else:
                 con.register(f"_{name}_empty", schema.empty_table())
                 con.execute(f"CREATE VIEW {name}_all AS SELECT * FROM _{name}_empty")
-        con.execute("""CREATE OR REPLACE VIEW runs AS SELECT * FROM runs_all
-                       QUALIFY row_number() OVER (PARTITION BY run_key ORDER BY finished_at DESC) = 1""")
+        con.execute(ATTEMPTS_VIEW)
+        con.execute("""CREATE OR REPLACE VIEW runs AS SELECT * FROM attempts
+                       QUALIFY row_number() OVER (PARTITION BY run_key
+                                                  ORDER BY status = 'ok' DESC, started_at DESC) = 1""")
         con.execute("""CREATE OR REPLACE VIEW curves AS SELECT c.* FROM curves_all c
                        JOIN runs r ON c.run_key = r.run_key AND c.run_started_at = r.started_at""")
         con.execute(LEADERBOARD_VIEW)
@@ -184,12 +192,16 @@ class Store:
             if not files:
                 counts[name] = 0
                 continue
+            # every attempt is kept (one row each); a curve point once per attempt and step
+            keys = "run_key, attempt_id" if name == "runs" else "run_key, attempt_id, run_started_at, step, split"
             order = "finished_at" if name == "runs" else "run_started_at"
-            # runs keep the newest row per key; curves keep every point of the newest run per key
-            rank = "row_number()" if name == "runs" else "dense_rank()"
-            part = duckdb.connect().sql(
-                f"SELECT * FROM read_parquet({sql_list(files)}, union_by_name=true, hive_partitioning=false) "
-                f"QUALIFY {rank} OVER (PARTITION BY run_key ORDER BY {order} DESC) = 1").to_arrow_table()
+            con = duckdb.connect()
+            con.execute(f"CREATE VIEW src AS SELECT * FROM read_parquet({sql_list(files)}, "
+                        "union_by_name=true, hive_partitioning=false)")
+            have = {r[0] for r in con.execute("DESCRIBE src").fetchall()}
+            fill = "".join(f", NULL::VARCHAR AS {c}" for c in ("attempt_id",) if c not in have)
+            part = con.sql(f"SELECT *{fill} FROM src QUALIFY row_number() OVER "
+                           f"(PARTITION BY {keys} ORDER BY {order} DESC) = 1").to_arrow_table()
             write_atomic(part, self.root / name / "compacted" / f"part-{uuid.uuid4().hex[:12]}.parquet")
             for path in files:
                 path.unlink(missing_ok=True)
@@ -197,9 +209,33 @@ class Store:
         return counts
 
 
+def duck_type(typ: pa.DataType) -> str:
+    """DuckDB's name for an Arrow type of the schema (for NULL columns of older files)."""
+    if pa.types.is_timestamp(typ):
+        return "TIMESTAMPTZ"
+    return {pa.int32(): "INTEGER", pa.int64(): "BIGINT", pa.float64(): "DOUBLE",
+            pa.bool_(): "BOOLEAN"}.get(typ, "VARCHAR")
+
+
+ATTEMPTS_VIEW = """
+CREATE OR REPLACE VIEW attempts AS
+SELECT * REPLACE (coalesce(key_scheme, 'v1') AS key_scheme,
+                  coalesce(cell_key, 'v1:' || md5(concat_ws('|', task, preset, method, model,
+                                                            method_params, task_params))) AS cell_key),
+       count(*) OVER (PARTITION BY run_key) AS attempts,
+       count(*) FILTER (WHERE status <> 'ok') OVER (PARTITION BY run_key) AS failed_attempts
+FROM runs_all
+"""
+
 LEADERBOARD_VIEW = """
 CREATE OR REPLACE VIEW leaderboard AS
-SELECT task, preset, method, model, method_params, task_params,
+SELECT cell_key, any_value(task) AS task, any_value(preset) AS preset, any_value(method) AS method,
+       any_value(model) AS model, any_value(method_params) AS method_params,
+       any_value(task_params) AS task_params,
+       any_value(budget_steps) AS budget_steps, any_value(budget_epochs) AS budget_epochs,
+       any_value(budget_seconds) AS budget_seconds, any_value(hardware_class) AS hardware_class,
+       any_value(key_scheme) AS key_scheme, any_value(world_size) AS world_size,
+       sum(failed_attempts) AS failed_attempts,
        any_value(primary_metric) AS primary_metric,
        any_value(higher_is_better) AS higher_is_better,
        count(*) AS seeds,
@@ -216,5 +252,5 @@ SELECT task, preset, method, model, method_params, task_params,
        median(time_to_target_s) AS time_to_target_s,
        median(energy_to_target_j) AS energy_to_target_j
 FROM runs WHERE status = 'ok' AND parent_key IS NULL
-GROUP BY task, preset, method, model, method_params, task_params
+GROUP BY cell_key
 """

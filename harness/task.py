@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from joulebench.harness.params import Param
+from joulebench.harness.params import Hyper, Param
 
 Batch = dict[str, Any]
 """A batch is a dict of tensors; training batches carry ``index`` (sample ids) beside the inputs."""
@@ -40,16 +41,6 @@ class Preset:
     description: str = ""
 
 
-class Hyper(dict):
-    """Resolved parameter values, readable as ``hp.lr`` or ``hp["lr"]``."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
 class Task:
     """Base class of every task. Subclasses set the class attributes and implement the methods.
 
@@ -70,7 +61,7 @@ class Task:
 
     def __init__(self, hp: Mapping[str, Any], preset: str, seed: int, device: torch.device,
                  rank: int = 0, world_size: int = 1) -> None:
-        self.hp = Hyper(hp)
+        self.hp = hp if isinstance(hp, Hyper) else Hyper(hp)
         self.preset = preset
         self.seed = seed
         self.device = device
@@ -106,6 +97,12 @@ class Task:
         data = self.train_dataset()
         return DataLoader(data, batch_size=self.batch_size, shuffle=sampler is None,
                           sampler=sampler, generator=generator, drop_last=len(data) > self.batch_size)
+
+    @classmethod
+    def data_files(cls, hp: Mapping[str, Any], preset: str) -> list[Path]:
+        """Files or directories on the user's disk this run reads (their content enters the
+        run_key). Generated data needs none: the code that generates it is in the key."""
+        return []
 
     @classmethod
     def capabilities_for(cls, hp: Mapping[str, Any]) -> frozenset[str]:

@@ -16,13 +16,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from joulebench.harness.runner import failure_row, now_utc
+from joulebench.harness.runner import failure_row, new_attempt_id, now_utc
 from joulebench.harness.spec import ResolvedSpec
 from joulebench.harness.store import Store
 
 SUMMARY_KEYS = ("run_key", "task", "method", "preset", "seed", "status", "error", "primary_metric",
                 "primary_value", "wall_s", "train_s", "train_energy_j", "energy_source",
-                "energy_estimated", "co2_g", "samples", "gradient_updates")
+                "energy_estimated", "co2_g", "samples", "gradient_updates", "params_read",
+                "task_params", "method_params", "model")
 
 
 def summary(row: dict[str, Any]) -> dict[str, Any]:
@@ -55,14 +56,15 @@ def _worker_main(conn, results: str, plugins: list[str], region: str | None,
             for meter in meters.values():
                 meter.close()
             return
-        spec = ResolvedSpec.model_validate_json(message)
+        spec_json, attempt_id = message
+        spec = ResolvedSpec.model_validate_json(spec_json)
         try:
             if spec.device not in meters:
                 meters[spec.device] = default_meter(spec.device, region)
             def progress(done: int, planned: int | None) -> None:
                 conn.send(("progress", done, planned))
 
-            row = Runner(store, meters[spec.device], region=region, progress=progress).run(spec)
+            row = Runner(store, meters[spec.device], region=region, progress=progress).run(spec, attempt_id)
             reply = ("done", summary(row))
         except (BrokenPipeError, EOFError):
             return  # the driver is gone; the row (if any) is already stored
@@ -134,7 +136,8 @@ class Worker:
         """Run one spec; always returns a summary, and a row is stored whatever happened."""
         self._ensure()
         started, t0 = now_utc(), time.perf_counter()
-        self._conn.send(spec.model_dump_json())
+        attempt_id = new_attempt_id()
+        self._conn.send((spec.model_dump_json(), attempt_id))
         deadline = t0 + spec.timeout_s + 30.0  # the worker's own start-up is not the run's fault
         while True:
             remaining = deadline - time.perf_counter()
@@ -142,7 +145,7 @@ class Worker:
                 self.kill()
                 return self._store_failure(spec, "timeout",
                                            f"run exceeded its timeout of {spec.timeout_s:.0f} s and was killed",
-                                           started, t0)
+                                           started, t0, attempt_id)
             try:
                 if self._conn.poll(min(remaining, 1.0)):
                     kind, *payload = self._conn.recv()
@@ -152,7 +155,8 @@ class Worker:
                         continue
                     if kind == "done":
                         return payload[0]
-                    return self._store_failure(spec, "crashed", f"harness error: {payload[0]}", started, t0)
+                    return self._store_failure(spec, "crashed", f"harness error: {payload[0]}", started, t0,
+                                               attempt_id)
             except (EOFError, OSError):
                 pass
             if not self._proc.is_alive():
@@ -160,10 +164,11 @@ class Worker:
                 self._proc = None
                 return self._store_failure(spec, "crashed",
                                            f"worker process died with exit code {code} during the run",
-                                           started, t0)
+                                           started, t0, attempt_id)
 
-    def _store_failure(self, spec: ResolvedSpec, status: str, error: str, started, t0: float) -> dict:
-        row = failure_row(spec, status, error, started, time.perf_counter() - t0)
+    def _store_failure(self, spec: ResolvedSpec, status: str, error: str, started, t0: float,
+                       attempt_id: str) -> dict:
+        row = failure_row(spec, status, error, started, attempt_id, time.perf_counter() - t0)
         Store(self.results).write_run(row)
         return summary(row)
 

@@ -263,12 +263,8 @@ class ABTraining(Method):
         phase, phase_start = "full", 0
         history = [[0, dense_trainable]]
         self._new_optimizers(phase)
-        batches = ctx.batches()
-        while True:
-            group = [b for _, b in zip(range(local), batches)]
-            if len(group) < local:
-                break
-            t = ctx.steps
+        for group in ctx.batches(group=local):
+            t = ctx.steps - 1  # steps before this one (the runner counted it when handing it out)
             # switches happen before the step they govern
             changed = False
             if phase == "ab" and t - phase_start >= hp.ab_steps:
@@ -294,7 +290,7 @@ class ABTraining(Method):
             self._reduce_gradients("world" if phase == "full" else "own")
             for replica in self.replicas:
                 replica.opt.step()
-            ctx.step(torch.stack(losses).mean(), samples=sum(_len(b) for b in group))
+            ctx.step(torch.stack(losses).mean())
         if phase == "ab":
             self._sync()
         traffic = comm.total() if isinstance(comm, TorchComm) else comm.traffic

@@ -133,6 +133,10 @@ class ERA5(Task):
     primary_metric = "rmse_norm"
     capabilities = frozenset({"sample_index", "regression", "functional"})
 
+    @classmethod
+    def data_files(cls, hp, preset):
+        return [Path(hp["data_dir"]).expanduser()] if hp.get("data_dir") else []
+
     # -- data ---------------------------------------------------------------------------------
     def store_path(self) -> Path:
         hp = self.hp

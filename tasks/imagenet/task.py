@@ -101,6 +101,12 @@ class ImageNet(Task):
             extra.add("functional")
         return cls.capabilities | extra
 
+    @classmethod
+    def data_files(cls, hp, preset):
+        if hp.get("dataset") != "imagenet" or not hp.get("data_dir"):
+            return []
+        return [Path(hp["data_dir"]).expanduser()]
+
     # -- data ---------------------------------------------------------------------------------
     def root(self) -> Path:
         hp = self.hp

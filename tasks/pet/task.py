@@ -134,6 +134,12 @@ class PET(Task):
                               ring_spread=hp.ring_spread, max_delay=hp.max_delay,
                               jitter=hp.jitter, scatter=hp.scatter, randoms=hp.randoms)
 
+    @classmethod
+    def data_files(cls, hp, preset):
+        if not hp.get("data_dir"):
+            return []
+        return [Path(hp["data_dir"]).expanduser() / f"{split}.npz" for split in SPLITS]
+
     def setup(self) -> None:
         hp = self.hp
         if hp.data_dir:
