@@ -12,7 +12,7 @@ import itertools
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -20,13 +20,18 @@ from joulebench.harness.identity import pinned_class
 from joulebench.harness.params import SpecError
 from joulebench.harness.spec import Budget, ResolvedSpec, RunSpec, one_line_validation_error, resolve
 
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
+"""A seed the store can hold (int64): 2**63 once overflowed the row and stopped every restart."""
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+"""Campaign names become file names (list files, sbatch scripts, job names): no paths, no lines."""
+
 
 class Settings(BaseModel):
     """What each layer may set (all optional: unset means "inherit")."""
 
     model_config = ConfigDict(extra="forbid")
     preset: str | None = None
-    seeds: list[int] | None = None
+    seeds: list[Seed] | None = None
     world_sizes: list[int] | None = None
     budget: Budget | None = None
     device: str | None = None
@@ -41,11 +46,11 @@ class Settings(BaseModel):
     time_min: int | None = None
     partition: str | None = None
     setup: list[str] | None = None  # shell lines before srun, e.g. "module load mpi/openmpi"
-    launch_prefix: str | None = None  # wraps each sbatch array task's srun line, e.g. a perun monitor
     hardware: str | None = None
     """The hardware class the runs' keys name, e.g. "cuda:NVIDIA A100-SXM4-40GB x4", for campaigns
     whose driver cannot see the nodes; default: this machine's, or ``slurm:partition=P`` when a
     partition is set."""
+    launch_prefix: str | None = None  # wraps each sbatch array task's srun line, e.g. a perun monitor
 
 
 class GridBlock(Settings):
@@ -55,7 +60,7 @@ class GridBlock(Settings):
 
 class Campaign(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     defaults: Settings = Field(default_factory=Settings)
     methods: dict[str, Settings] = Field(default_factory=dict)
@@ -71,6 +76,10 @@ class Campaign(BaseModel):
             raise SpecError(f"campaign file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise SpecError(f"campaign file {path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise SpecError(f"campaign file {path} is not text (binary?): expected TOML") from None
+        except IsADirectoryError:
+            raise SpecError(f"campaign file {path} is a directory") from None
         try:
             return cls.model_validate(data)
         except ValidationError as exc:

@@ -210,14 +210,15 @@ def import_report(reports: str | Path | list, results: str | Path) -> list[Windo
     for window in found:
         for key, seconds in window.seconds.items():
             per_row.setdefault(key, []).append((window, seconds))
-    files = {key: store.path_for("runs", task, key, attempt) for key, task, attempt
-             in store.execute("SELECT run_key, task, attempt_id FROM runs").fetchall()}
+    shown = {key: (task, attempt, status) for key, task, attempt, status in store.execute(
+        "SELECT run_key, task, attempt_id, status FROM runs").fetchall()}
     for key, parts in per_row.items():
         joules = [w.joules(s) for w, s in parts]
         values = (("x_perun_run_id", ",".join(w.run.run_id for w, _ in parts), pa.string()),
                   ("x_perun_seconds", sum(s for _, s in parts), pa.float64()),
                   ("x_perun_energy_j", None if None in joules else sum(joules), pa.float64()))
-        path = files[key]  # the file of the attempt the runs view shows
+        task, attempt, status = shown[key]  # the file of the attempt the runs view shows
+        path = store.attempt_path("runs", task, key, attempt or "", status or "")
         if not path.exists():
             continue
         table = pq.read_table(path)

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from joulebench.harness.params import SpecError, parse_assignments
+from joulebench.harness.summary import format_summary  # noqa: F401  (the run line; cluster/cli.py imports it here)
 
-COMMAND_MODULES = ("joulebench.leaderboard.cli", "joulebench.cluster.cli")
+COMMAND_MODULES = ("joulebench.leaderboard.cli", "joulebench.cluster.cli", "joulebench.harness.benchmark_cli")
 """Modules that add sub-commands through ``register(subparsers)``."""
 
 
@@ -58,21 +59,6 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
-def format_summary(s: dict[str, Any]) -> str:
-    """One line per run: metric, seconds, joules and where the joules come from."""
-    metric = s.get("primary_metric") or "metric"
-    value = s.get("primary_value")
-    joules = s.get("train_energy_j")
-    parts = [f"{s['task']}/{s['method']} {s['preset']} seed={s['seed']} [{s['status']}]",
-             f"{metric}={value:.4g}" if value is not None else f"{metric}=n/a",
-             f"train {s['train_s']:.2f} s" if s.get("train_s") is not None else "train n/a",
-             (f"{joules:.1f} J ({s.get('energy_source')})" if joules is not None
-              else "energy n/a"), f"key {s['run_key']}"]
-    if s.get("error"):
-        parts.append(f"error: {s['error']}")
-    return " | ".join(parts)
-
-
 # -- commands -----------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from joulebench.harness.registry import registry
@@ -80,16 +66,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from joulebench.harness.store import Store
     from joulebench.harness.worker import Worker
 
-    registry(args.plugin)
-    spec = resolve(RunSpec.parse(spec_from_args(args)))
     validate_region(args.region)
-    store = Store(results_dir(args))
-    if not args.force and spec.run_key in store.stored_keys():
-        print(f"already stored: run {spec.run_key} (use --force to run it again)")
-        return 0
-    with Worker(store.root, args.plugin, args.region) as worker, progress_bar(spec.run_key) as bar:
-        result = worker.run(spec, on_progress=bar)
-    print(format_summary(result))
+    # the worker's start-up (torch, the meter) overlaps the resolution and the store look-up here
+    with Worker(results_dir(args), args.plugin, args.region).start() as worker:
+        registry(args.plugin)
+        spec = resolve(RunSpec.parse(spec_from_args(args)))
+        store = Store(results_dir(args))
+        if not args.force and store.has_ok(spec.task, spec.run_key):
+            worker.kill()
+            print(f"already stored: run {spec.run_key} (use --force to run it again)")
+            return 0
+        with progress_bar(spec.run_key) as bar:
+            result = worker.run(spec, on_progress=bar)
+        print(format_summary(result), flush=True)  # before the worker's exit
     return 0 if result["status"] == "ok" else 1
 
 
@@ -131,9 +120,9 @@ class progress_bar:
 def cmd_list(args: argparse.Namespace) -> int:
     from joulebench.harness.registry import registry
 
-    reg = registry(args.plugin)
+    reg = registry(args.plugin)  # declarations only: no plugin module is imported to list them
     print("TASKS")
-    for name, task in sorted(reg.tasks.items()):
+    for name, task in sorted(reg.tasks.infos.items()):
         print(f"  {name}: {task.description}")
         direction = "higher" if task.higher_is_better() else "lower"
         print(f"    metrics: {', '.join(task.metrics)} (primary {task.primary_metric}, {direction} is better)")
@@ -142,11 +131,10 @@ def cmd_list(args: argparse.Namespace) -> int:
                   f"budget {dict(preset.budget)}  {preset.description}")
         print(f"    params: {_params_line(task.params)}")
     print("METHODS")
-    for name, method in sorted(reg.methods.items()):
+    for name, method in sorted(reg.methods.infos.items()):
         print(f"  {name}: {method.description}")
         print(f"    params: {_params_line(method.params)}")
-        serves = [t for t, tc in sorted(reg.tasks.items()) if method.incompatibility(tc, {
-            k: p.default for k, p in tc.params.items()}) is None]
+        serves = [t for t in sorted(reg.tasks.infos) if reg.incompatibility(name, t) is None]
         print(f"    tasks: {', '.join(serves) or 'none'}")
     if reg.errors:
         print("NOT LOADED")

@@ -315,9 +315,18 @@ def evaluate_model(task: Task, model: nn.Module, split: str) -> dict[str, float]
     model.eval()
     try:
         with torch.no_grad():
-            return {k: float(v) for k, v in task.evaluate(model, split).items()}
+            metrics = {k: float(v) for k, v in task.evaluate(model, split).items()}
     finally:
         model.train(was_training)
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if bad:  # a NaN metric was stored as ok and cached as done; it fails the run instead
+        value = "NaN" if math.isnan(metrics[bad[0]]) else str(metrics[bad[0]])
+        raise NonFiniteMetric(f"metric {bad[0]} is {value} on split {split} (data?)")
+    return metrics
+
+
+class NonFiniteMetric(RuntimeError):
+    """A metric that is not a number: a failed run (bad data, mostly), never an ``ok`` one."""
 
 
 def batch_len(batch: Batch) -> int:

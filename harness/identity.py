@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import sys
+import uuid
 from collections.abc import Iterable
 from functools import lru_cache
 from pathlib import Path
@@ -39,6 +40,11 @@ BOOKKEEPING = ("joulebench.harness.registry", "joulebench.harness.identity")
 computation, so editing them leaves every key alone (their own imports are not followed)."""
 TRAINING_LOOP = ("joulebench.harness.context",)
 """What every method runs inside (``ctx.batches()``, the budget): part of every closure."""
+
+
+def new_attempt_id() -> str:
+    """One attempt of a run: every attempt is kept under its own id."""
+    return uuid.uuid4().hex
 
 
 # -- code -----------------------------------------------------------------------------------------

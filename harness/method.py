@@ -45,10 +45,19 @@ class Method:
     @classmethod
     def incompatibility(cls, task: type[Task], task_hp: Mapping[str, Any]) -> str | None:
         """Why this method cannot train this task, or None when it can."""
-        missing = cls.requires - task.capabilities_for(task_hp)
-        if missing:
-            return f"{task.name} does not provide {', '.join(sorted(missing))}"
-        return None
+        return cls.missing(cls.requires, task.capabilities_for(task_hp), task.name)
+
+    @staticmethod
+    def missing(requires: frozenset[str], provided: frozenset[str], task: str) -> str | None:
+        """The reason of ``incompatibility`` when a task lacks required capabilities, else None."""
+        lacking = requires - provided
+        return f"{task} does not provide {', '.join(sorted(lacking))}" if lacking else None
+
+    @classmethod
+    def uses_methods(cls, hp: Mapping[str, Any]) -> tuple[str, ...]:
+        """Other registered methods whose code decides this method's result (a search's inner
+        method): their import closures join this method's in the run_key."""
+        return ()
 
     @classmethod
     def timeout_factor(cls, hp: Mapping[str, Any]) -> float:

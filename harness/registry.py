@@ -5,6 +5,11 @@ project (found by walking ``joulebench.tasks`` and ``joulebench.methods``), Pyth
 (``joulebench.tasks`` / ``joulebench.methods``) of installed packages, and single plugin files
 (``--plugin FILE.py``). A plugin that fails to import or breaks the contract is recorded with its
 reason and left out; every other plugin keeps working.
+
+Built-in modules and entry points are known from a cached manifest (``manifest.py``): their names,
+parameters and presets are listed without importing them, and a plugin's module is imported the
+first time one of its classes is looked up (``tasks[name]``, ``task(name)``). A run's worker thus
+imports only its task and method.
 """
 
 from __future__ import annotations
@@ -16,12 +21,14 @@ import inspect
 import pkgutil
 import sys
 import traceback
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
-from joulebench.harness import identity
+from joulebench.harness import identity, manifest
+from joulebench.harness.manifest import PluginInfo
 from joulebench.harness.method import Method
 from joulebench.harness.params import Param, SpecError
 from joulebench.harness.task import Task
@@ -46,39 +53,127 @@ def _declared_in(module_name: str) -> list[type]:
     return [c for c in _declared if c.__module__ == module_name or c.__module__.startswith(prefix)]
 
 
+class LazyTable(Mapping):
+    """Name → class. Names (``in``, iteration) come from the plugins' declarations; a class is
+    imported on first access through ``reg.import_class``."""
+
+    def __init__(self, load) -> None:
+        self.infos: dict[str, PluginInfo] = {}
+        self.loaded: dict[str, type] = {}
+        self._load = load
+
+    def __getitem__(self, name: str) -> type:
+        if name not in self.loaded and name in self.infos:
+            self._load(self.infos[name])
+        return self.loaded[name]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.infos or name in self.loaded
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.infos)
+
+    def __len__(self) -> int:
+        return len(self.infos)
+
+
 @dataclass
 class Registry:
-    tasks: dict[str, type[Task]] = field(default_factory=dict)
-    methods: dict[str, type[Method]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     """plugin (module, entry point or file) → why it was left out."""
     origins: dict[type, str] = field(default_factory=dict)
 
+    def __post_init__(self) -> None:
+        self.tasks = LazyTable(self.import_class)
+        self.methods = LazyTable(self.import_class)
+
     # -- lookup -------------------------------------------------------------------------------
     def task(self, name: str) -> type[Task]:
-        if name not in self.tasks:
-            raise SpecError(f"unknown task {name!r}; allowed: {', '.join(sorted(self.tasks))}"
-                            + self._broken_hint(name))
-        return self.tasks[name]
+        return self._lookup(self.tasks, "task", name)
 
     def method(self, name: str) -> type[Method]:
-        if name not in self.methods:
-            raise SpecError(f"unknown method {name!r}; allowed: {', '.join(sorted(self.methods))}"
-                            + self._broken_hint(name))
-        return self.methods[name]
+        return self._lookup(self.methods, "method", name)
+
+    def _lookup(self, table: LazyTable, kind: str, name: str) -> type:
+        try:
+            return table[name]
+        except KeyError:
+            pass
+        if name in table:  # declared, but its module no longer imports
+            info = table.infos[name]
+            raise SpecError(f"{kind} {name!r} failed to load: {self.errors.get(info.origin, 'unknown error')}")
+        raise SpecError(f"unknown {kind} {name!r}; allowed: {', '.join(sorted(table))}"
+                        + self._broken_hint(name))
+
+    def task_info(self, name: str) -> PluginInfo:
+        """A task's declarations, without importing it."""
+        if name not in self.tasks.infos:
+            self.task(name)  # the one-line error that lists the known tasks
+        return self.tasks.infos[name]
+
+    def method_info(self, name: str) -> PluginInfo:
+        if name not in self.methods.infos:
+            self.method(name)
+        return self.methods.infos[name]
+
+    def incompatibility(self, method: str, task: str,
+                        task_hp: Mapping[str, Any] | None = None) -> str | None:
+        """``Method.incompatibility`` (``task_hp`` None: the task's declared defaults), importing
+        the classes only when they override what it depends on."""
+        m, t = self.method_info(method), self.task_info(task)
+        if "incompatibility" in m.overrides:
+            hp = task_hp if task_hp is not None else {k: p.default for k, p in t.params.items()}
+            return self.method(method).incompatibility(self.task(task), hp)
+        if not m.requires:
+            return None
+        if task_hp is None:
+            provided = t.default_capabilities
+        elif "capabilities_for" in t.overrides:
+            provided = self.task(task).capabilities_for(task_hp)
+        else:
+            provided = t.capabilities
+        return Method.missing(m.requires, provided, task)
+
+    def timeout_factor(self, method: str, hp: Mapping[str, Any]) -> float:
+        cls = self.method(method) if "timeout_factor" in self.method_info(method).overrides else Method
+        return cls.timeout_factor(hp)
+
+    def import_class(self, info: PluginInfo) -> type | None:
+        """Import the module of a declared class and register the class (or record why not)."""
+        try:
+            module = importlib.import_module(info.module)
+            obj: Any = module
+            for part in info.qualname.split("."):
+                obj = getattr(obj, part)
+        except Exception as exc:
+            self.errors[info.origin] = _one_line(exc)
+            return None
+        found = self._collect(info.origin, [obj])
+        return found[0] if found else None
 
     def _broken_hint(self, name: str) -> str:
         broken = [k for k in self.errors if name in k]
         return f" ({broken[0]} failed to load: {self.errors[broken[0]]})" if broken else ""
 
-    def code_hash(self, task: str, method: str) -> str:
-        """The source hash of everything the experiment imports (see ``harness.identity``)."""
-        return identity.code_hash(self.closure(task, method))
+    def code_hash(self, task: str, method: str, method_hp: dict | None = None) -> str:
+        """The source hash of everything the experiment imports (see ``harness.identity``);
+        found from the declared module names, so nothing is imported to compute it."""
+        return identity.code_hash(self.closure(task, method, method_hp))
 
-    def closure(self, task: str, method: str) -> dict[str, Path]:
-        modules = [self.tasks[task].__module__, self.methods[method].__module__, *identity.TRAINING_LOOP]
+    def closure(self, task: str, method: str, method_hp: dict | None = None) -> dict[str, Path]:
+        info = self.method_info(method)
+        used = self.method(method).uses_methods(method_hp) if info.search and method_hp is not None else ()
+        modules = [self.task_info(task).module, info.module,
+                   *(self.method_info(m).module for m in used), *identity.TRAINING_LOOP]
         outside = {m.split(".")[0] for m in modules if not m.startswith(identity.PACKAGE + ".")}
         return identity.import_closure(modules, outside)
+
+    def data_files(self, task: str, hp: Mapping[str, Any], preset: str) -> list[Path]:
+        """``Task.data_files``; the task's module is imported only when it declares input files."""
+        info = self.task_info(task)
+        if "data_files" not in info.overrides or not any(hp.get(name) for name in info.data_params):
+            return []
+        return self.task(task).data_files(hp, preset)
 
     # -- loading ------------------------------------------------------------------------------
     def load_module(self, module_name: str, origin: str | None = None) -> list[type]:
@@ -134,13 +229,43 @@ class Registry:
                 self.errors[label] = problem
                 continue
             table = self.tasks if issubclass(cls, Task) else self.methods
-            if cls.name in table and table[cls.name] is not cls:
-                self.errors[label] = f"name {cls.name!r} is already taken by {self.origins[table[cls.name]]}"
+            info = manifest.describe(cls, list(identity.import_closure([cls.__module__]).values()), origin)
+            known = table.infos.get(cls.name)
+            if known is not None and (known.module, known.qualname) != (info.module, info.qualname):
+                self.errors[label] = f"name {cls.name!r} is already taken by {known.origin}"
                 continue
-            table[cls.name] = cls
+            table.infos[cls.name] = info
+            table.loaded[cls.name] = cls
             self.origins[cls] = origin
             found.append(cls)
         return found
+
+    def declare(self, infos: list[PluginInfo], errors: dict[str, str]) -> None:
+        """Add classes known from the manifest, not imported yet."""
+        self.errors.update(errors)
+        for info in infos:
+            table = self.tasks if info.kind == "task" else self.methods
+            known = table.infos.get(info.name)
+            if known is not None and known.origin != info.origin:
+                self.errors[f"{info.origin}:{info.qualname}"] = \
+                    f"name {info.name!r} is already taken by {known.origin}"
+                continue
+            table.infos[info.name] = info
+
+    def load_cached(self, module: str, origin: str, load) -> None:
+        """Declare a plugin from its manifest entry, or run ``load()`` (which imports it) and keep
+        what it registered as the entry for the next start."""
+        key = manifest.entry_key(module, origin)
+        entry = manifest.cached_entry(module, key)
+        if entry is not None:
+            self.declare(*entry)
+            return
+        before = set(self.origins)
+        load()
+        infos = [self.tasks.infos.get(c.name) if issubclass(c, Task) else self.methods.infos.get(c.name)
+                 for c in self.origins if c not in before]
+        errors = {k: v for k, v in self.errors.items() if k == origin or k.startswith(origin + ":")}
+        manifest.store_entry(module, key, [i for i in infos if i is not None], errors)
 
 
 def contract_problem(cls: type) -> str | None:
@@ -191,10 +316,12 @@ def registry(plugins: list[str] | None = None) -> Registry:
             pkg = importlib.import_module(package)
             for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
                 if not info.name.startswith("_"):
-                    reg.load_module(f"{package}.{info.name}")
+                    name = f"{package}.{info.name}"
+                    reg.load_cached(name, name, lambda name=name: reg.load_module(name))
         for group in ("joulebench.tasks", "joulebench.methods"):
             for ep in entry_points(group=group):
-                reg.load_entry_point(group, ep)
+                reg.load_cached(ep.module, f"entry point {ep.name} ({ep.value})",
+                                lambda group=group, ep=ep: reg.load_entry_point(group, ep))
         _REGISTRY = reg
     for plugin in plugins or ():
         if str(Path(plugin).resolve()) not in {str(o) for o in _REGISTRY.origins.values()}:

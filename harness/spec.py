@@ -144,8 +144,8 @@ def resolve(spec: RunSpec) -> ResolvedSpec:
     from joulebench.harness.registry import registry
 
     reg = registry()
-    task_cls = reg.task(spec.task)
-    method_cls = reg.method(spec.method)
+    task_cls = reg.task_info(spec.task)  # declarations only: the driver need not import torch
+    method_cls = reg.method_info(spec.method)
     if spec.preset not in task_cls.presets:
         allowed = ", ".join(task_cls.presets)
         raise SpecError(f"task {spec.task!r} has no preset {spec.preset!r}; allowed: {allowed}")
@@ -153,7 +153,7 @@ def resolve(spec: RunSpec) -> ResolvedSpec:
     task_hp = resolve_params(f"task {spec.task!r}", task_cls.params, preset.params, spec.task_params)
     method_hp = resolve_params(f"method {spec.method!r}", method_cls.params,
                                preset.method_defaults.get(spec.method), spec.method_params)
-    reason = method_cls.incompatibility(task_cls, task_hp)
+    reason = reg.incompatibility(spec.method, spec.task, task_hp)
     if reason:
         raise SpecError(f"method {spec.method!r} cannot train task {spec.task!r}: {reason}")
     budget = spec.budget if spec.budget and not spec.budget.is_empty() else Budget(**preset.budget)
@@ -163,10 +163,10 @@ def resolve(spec: RunSpec) -> ResolvedSpec:
         task_params=task_hp, method_params=method_hp, seed=spec.seed, budget=budget,
         device=device, world_size=spec.world_size, campaign=spec.campaign,
         eval_every=spec.eval_every or preset.eval_every,
-        timeout_s=spec.timeout_s or preset.timeout_s * method_cls.timeout_factor(method_hp),
+        timeout_s=spec.timeout_s or preset.timeout_s * reg.timeout_factor(spec.method, method_hp),
         parent_key=spec.parent_key,
-        code_hash=reg.code_hash(spec.task, spec.method),
-        data_fingerprint=identity.data_fingerprint(task_cls.data_files(task_hp, spec.preset)),
+        code_hash=reg.code_hash(spec.task, spec.method, method_hp),
+        data_fingerprint=identity.data_fingerprint(reg.data_files(spec.task, task_hp, spec.preset)),
         hardware_class=spec.hardware or identity.hardware_class(device, spec.world_size),
     )
 

@@ -6,19 +6,35 @@ on the same task and preset are compared on equal terms. A method never sees dat
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
-
-import torch
-from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from joulebench.harness.params import Hyper, Param
 
+if TYPE_CHECKING:  # torch is imported where a run needs it, not to list or resolve tasks
+    import torch
+    from torch import nn
+    from torch.utils.data import DataLoader, Dataset
+
 Batch = dict[str, Any]
 """A batch is a dict of tensors; training batches carry ``index`` (sample ids) beside the inputs."""
+
+MAX_AUTO_WORKERS = 8
+WORKERS = Param(-1, low=-1, high=256,
+                help="DataLoader worker processes; -1: from the run's cores (none when the split is "
+                     "in memory)")
+"""Declared once, here; a task whose data is read from disk puts it in its ``params``."""
+
+
+def auto_workers(cores: int | None = None) -> int:
+    """Loader workers for a run that has ``cores`` (default: this process's CPU affinity): one core
+    stays with the training process, at most ``MAX_AUTO_WORKERS`` decode."""
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    return max(0, min(MAX_AUTO_WORKERS, cores - 1))
 
 
 @dataclass(frozen=True)
@@ -93,10 +109,47 @@ class Task:
     def batch_size(self) -> int:
         return int(self.hp.get("batch_size", 32))
 
+    def data_in_memory(self) -> bool:
+        """True when batches come from memory (no worker pays off); tasks reading from disk say False."""
+        return True
+
+    def loader_workers(self) -> int:
+        """``workers`` when the task declares it (-1: ``auto_workers``), else none."""
+        if "workers" not in self.params:
+            return 0
+        workers = int(self.hp.workers)
+        if workers >= 0:
+            return workers
+        return 0 if self.data_in_memory() else auto_workers()
+
+    def loader_options(self, train: bool = True) -> dict[str, Any]:
+        """DataLoader settings shared by the train and eval loaders: workers, page-locked host
+        memory on CUDA (asynchronous copies), two batches prefetched per worker, and training
+        workers kept across epochs (their start-up and the dataset's open files are paid once)."""
+        workers = self.loader_workers()
+        options: dict[str, Any] = {"num_workers": workers, "pin_memory": self.device.type == "cuda"}
+        if workers:
+            options.update(prefetch_factor=2, persistent_workers=train)
+        return options
+
     def train_loader(self, sampler: Any = None, generator: torch.Generator | None = None) -> DataLoader:
+        from torch.utils.data import DataLoader
+
         data = self.train_dataset()
         return DataLoader(data, batch_size=self.batch_size, shuffle=sampler is None,
-                          sampler=sampler, generator=generator, drop_last=len(data) > self.batch_size)
+                          sampler=sampler, generator=generator, drop_last=len(data) > self.batch_size,
+                          **self.loader_options(train=True))
+
+    def eval_loader(self, data: Dataset, batch_size: int | None = None) -> DataLoader:
+        """In order, every sample, with the task's loader options (workers start per evaluation)."""
+        from torch.utils.data import DataLoader
+
+        return DataLoader(data, batch_size=batch_size or self.batch_size, shuffle=False,
+                          **self.loader_options(train=False))
+
+    data_params: ClassVar[tuple[str, ...]] = ()
+    """Parameters that name files on the user's disk; only when one is set is ``data_files``
+    asked (so resolving a spec on generated data imports nothing of the task)."""
 
     @classmethod
     def data_files(cls, hp: Mapping[str, Any], preset: str) -> list[Path]:

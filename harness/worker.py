@@ -3,6 +3,12 @@
 A worker is started once (paying for torch's import and the energy tracker's start-up) and then
 runs spec after spec. If it dies or overruns the run's timeout, the driver writes the run's row
 with status ``crashed`` or ``timeout`` and starts a fresh worker for the next run.
+
+Start-up and shutdown stay off the critical path: ``start()`` spawns the process at once, so its
+imports overlap the driver's own work (resolving specs, reading the store); the process imports
+only the harness at start and each run's task and method when the run arrives (the registry knows
+the others from their manifest). On ``close`` it stops its meters and leaves without tearing down
+torch's interpreter state, which took most of a second and held up the driver's exit.
 """
 
 from __future__ import annotations
@@ -10,18 +16,20 @@ from __future__ import annotations
 import atexit
 import multiprocessing as mp
 import os
+import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from joulebench.harness.runner import failure_row, new_attempt_id, now_utc
+from joulebench.harness.identity import new_attempt_id
 from joulebench.harness.spec import ResolvedSpec
-from joulebench.harness.store import Store
 
 SUMMARY_KEYS = ("run_key", "task", "method", "preset", "seed", "status", "error", "primary_metric",
-                "primary_value", "wall_s", "train_s", "train_energy_j", "energy_source",
+                "primary_value", "wall_s", "train_s", "train_energy_j", "total_energy_j", "energy_source",
                 "energy_estimated", "co2_g", "samples", "gradient_updates", "params_read",
                 "task_params", "method_params", "model")
 
@@ -30,8 +38,28 @@ def summary(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row.get(k) for k in SUMMARY_KEYS}
 
 
+def exit_if_orphaned(parent: int) -> None:
+    """A worker whose driver died leaves at once, storing nothing: the driver's restart runs the
+    run again, and a late row from an orphan must not compete with it (after ``kill -9`` of the
+    driver, 5 of 14 orphans stored a broken-pipe ``failed`` row)."""
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def watch_parent(parent: int, every_s: float = 0.5) -> None:
+    """A daemon thread that ends this worker when its driver process is gone (Linux, macOS)."""
+    def loop() -> None:
+        while True:
+            exit_if_orphaned(parent)
+            time.sleep(every_s)
+
+    threading.Thread(target=loop, daemon=True, name="joulebench-parent-watch").start()
+
+
 def _worker_main(conn, results: str, plugins: list[str], region: str | None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, parent: int | None = None) -> None:
+    parent = parent or os.getppid()
+    watch_parent(parent)
     os.environ.setdefault("TQDM_DISABLE", "1")
     if threads:
         # several workers on one machine: their thread pools must not fight over the cores
@@ -42,11 +70,12 @@ def _worker_main(conn, results: str, plugins: list[str], region: str | None,
     from joulebench.harness.meters import default_meter
     from joulebench.harness.registry import registry
     from joulebench.harness.runner import Runner
+    from joulebench.harness.store import Store
 
     registry(plugins)
     warm_up()
     meters: dict[str, Any] = {}
-    store = Store(Path(results))
+    store = Store(Path(results), before_write=lambda: exit_if_orphaned(parent))
     while True:
         try:
             message = conn.recv()
@@ -55,14 +84,18 @@ def _worker_main(conn, results: str, plugins: list[str], region: str | None,
         if message is None:
             for meter in meters.values():
                 meter.close()
-            return
+            _leave()
         spec_json, attempt_id = message
         spec = ResolvedSpec.model_validate_json(spec_json)
+        exit_if_orphaned(parent)
         try:
             if spec.device not in meters:
                 meters[spec.device] = default_meter(spec.device, region)
             def progress(done: int, planned: int | None) -> None:
-                conn.send(("progress", done, planned))
+                try:
+                    conn.send(("progress", done, planned))
+                except OSError:  # broken pipe: the driver is gone, and so is this run
+                    os._exit(0)
 
             row = Runner(store, meters[spec.device], region=region, progress=progress).run(spec, attempt_id)
             reply = ("done", summary(row))
@@ -74,6 +107,14 @@ def _worker_main(conn, results: str, plugins: list[str], region: str | None,
             conn.send(reply)
         except (BrokenPipeError, OSError):
             return
+
+
+def _leave() -> None:
+    """Exit at once: every row is stored and every meter closed by now; the interpreter's own
+    teardown (torch's modules, thread pools) is the slow part of a worker's exit."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 def warm_up() -> None:
@@ -114,6 +155,11 @@ class Worker:
         self._conn = None
         self._atexit = False
 
+    def start(self) -> Worker:
+        """Spawn the process now (if none is alive) without waiting for it to be ready."""
+        self._ensure()
+        return self
+
     def _ensure(self) -> None:
         if self._proc is not None and self._proc.is_alive():
             return
@@ -123,7 +169,8 @@ class Worker:
         # the child leaves when its pipe closes, and close() runs at exit before multiprocessing
         # joins its children
         self._proc = ctx.Process(target=_worker_main, name="joulebench-worker", daemon=False,
-                                 args=(child, str(self.results), self.plugins, self.region, self.threads))
+                                 args=(child, str(self.results), self.plugins, self.region, self.threads,
+                                       os.getpid()))
         self._proc.start()
         child.close()
         self._conn = parent
@@ -135,7 +182,7 @@ class Worker:
             on_progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
         """Run one spec; always returns a summary, and a row is stored whatever happened."""
         self._ensure()
-        started, t0 = now_utc(), time.perf_counter()
+        started, t0 = datetime.now(UTC), time.perf_counter()  # runner.now_utc, without importing torch
         attempt_id = new_attempt_id()
         self._conn.send((spec.model_dump_json(), attempt_id))
         deadline = t0 + spec.timeout_s + 30.0  # the worker's own start-up is not the run's fault
@@ -168,6 +215,9 @@ class Worker:
 
     def _store_failure(self, spec: ResolvedSpec, status: str, error: str, started, t0: float,
                        attempt_id: str) -> dict:
+        from joulebench.harness.runner import failure_row
+        from joulebench.harness.store import Store
+
         row = failure_row(spec, status, error, started, attempt_id, time.perf_counter() - t0)
         Store(self.results).write_run(row)
         return summary(row)
@@ -178,13 +228,19 @@ class Worker:
             self._proc.join(5)
             self._proc = None
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """Ask the process to leave, without waiting (``close`` waits); stopping several workers
+        first and then closing them overlaps their exits."""
         if self._proc is not None and self._proc.is_alive():
             try:
                 self._conn.send(None)
-                self._proc.join(10)
             except (OSError, BrokenPipeError):
                 pass
+
+    def close(self) -> None:
+        if self._proc is not None and self._proc.is_alive():
+            self.stop()
+            self._proc.join(10)
             if self._proc.is_alive():
                 self._proc.kill()
         self._proc = None
@@ -192,5 +248,6 @@ class Worker:
     def __enter__(self) -> Worker:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc: object) -> None:
+        # on an error (a bad spec found while the worker was still starting) do not wait for it
+        self.kill() if exc_type is not None else self.close()

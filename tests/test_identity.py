@@ -206,3 +206,30 @@ def test_zero_jobs_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) ->
     err = capsys.readouterr().err.strip()
     assert code == 2 and "-j/--jobs must be at least 1" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "r").exists()
+
+
+def test_a_version_1_store_still_reads_marked_as_keyed_the_old_way(results: Path) -> None:
+    from datetime import UTC, datetime
+
+    import pyarrow as pa
+
+    from joulebench.harness.schema import RUNS_V1, to_table
+    from joulebench.harness.store import write_atomic
+
+    now = datetime.now(UTC)
+    row = {"run_key": "old0123456789", "task": "ltsf", "method": "backprop", "model": "dlinear",
+           "preset": "tiny", "seed": 0, "status": "ok", "primary_metric": "mse", "primary_value": 0.5,
+           "task_params": "{}", "method_params": "{}", "started_at": now, "finished_at": now}
+    table = to_table([row], RUNS_V1)
+    table = table.set_column(0, "schema_version", pa.array([1], pa.int32()))
+    write_atomic(table, results / "runs" / "task=ltsf" / "old0123456789.parquet")
+    store = Store(results)
+    assert store.execute("SELECT key_scheme FROM runs").fetchall() == [("v1",)]
+    assert store.execute("SELECT key_scheme, seeds FROM leaderboard").fetchall() == [("v1", 1)]
+
+
+def test_a_search_key_covers_the_code_of_the_method_it_searches() -> None:
+    reg = registry()
+    spec = resolved(method="optuna", method_params={"inner": "oialr"})
+    assert "joulebench.methods.oialr" in reg.closure("ltsf", "optuna", spec.method_params)
+    assert spec.code_hash != resolved(method="optuna", method_params={"inner": "backprop"}).code_hash

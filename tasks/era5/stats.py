@@ -22,7 +22,8 @@ import pandas as pd
 
 from joulebench.tasks.era5.data import Source
 
-READ_CHUNK = 32
+READ_STEPS = 32
+"""Steps read at once by the statistics pass and the preload (rounded to whole stored chunks)."""
 
 
 @dataclass
@@ -48,8 +49,16 @@ def n_bins(kind: str, step_hours: int) -> int:
     return 1 if kind == "mean" else 12 * (24 // step_hours)
 
 
+def read_chunk(source: Source) -> int:
+    """``READ_STEPS`` rounded up to whole stored time chunks (no chunk decoded twice)."""
+    return -(-READ_STEPS // source.time_chunk) * source.time_chunk
+
+
 def compute(source: Source, span: tuple[int, int], kind: str, stats_steps: int = 0) -> Stats:
-    """Stream the training steps once (in chunks), accumulating in float64 around a reference."""
+    """One streaming pass over the training steps, read in whole stored chunks. The data stay
+    float32 (a float64 copy of every chunk doubled the memory traffic); each chunk's sums are
+    reduced with float64 accumulators around a reference mean, which keeps the variance exact to
+    float32 resolution, and the climatology sums are float64 per grid point."""
     steps = np.arange(*span)
     if 0 < stats_steps < len(steps):
         steps = np.unique(np.linspace(span[0], span[1] - 1, stats_steps).round().astype(np.int64))
@@ -59,24 +68,35 @@ def compute(source: Source, span: tuple[int, int], kind: str, stats_steps: int =
     sums = np.zeros((n_bins(kind, source.step_hours), c, *source.shape))
     counts = np.zeros(len(sums))
     ref = s1 = s2 = None
-    for lo in range(0, len(steps), READ_CHUNK):
-        x = source.read(steps[lo:lo + READ_CHUNK]).astype(np.float64)
+    for lo, hi in _chunk_bounds(source, steps):
+        x = source.read(steps[lo:hi])
         if ref is None:
-            ref = x.mean(axis=(0, 2, 3))
+            ref = x.mean(axis=(0, 2, 3), dtype=np.float64).astype(np.float32)  # exact in both types
             s1, s2 = np.zeros(c), np.zeros(c)
         shifted = x - ref[None, :, None, None]
-        s1 += shifted.sum(axis=(0, 2, 3))
-        s2 += (shifted**2).sum(axis=(0, 2, 3))
-        np.add.at(sums, bins[lo:lo + READ_CHUNK], x)
-        np.add.at(counts, bins[lo:lo + READ_CHUNK], 1)
+        s1 += shifted.sum(axis=(0, 2, 3), dtype=np.float64)
+        s2 += np.einsum("tchw,tchw->c", shifted, shifted, dtype=np.float64)
+        for b in np.unique(bins[lo:hi]):
+            inside = bins[lo:hi] == b
+            sums[b] += x[inside].sum(axis=0, dtype=np.float64)
+            counts[b] += inside.sum()
     n = len(steps) * source.shape[0] * source.shape[1]
     mean_shift = s1 / n
     std = np.sqrt(np.maximum(s2 / n - mean_shift**2, 0.0))
     overall = sums.sum(axis=0) / counts.sum()
     clim = np.where(counts[:, None, None, None] > 0, sums / np.maximum(counts, 1)[:, None, None, None],
                     overall[None])
-    return Stats(ref + mean_shift, np.where(std > 0, std, 1.0), clim.astype(np.float32), kind,
+    return Stats(ref.astype(np.float64) + mean_shift, np.where(std > 0, std, 1.0), clim.astype(np.float32), kind,
                  source.step_hours)
+
+
+def _chunk_bounds(source: Source, steps: np.ndarray) -> list[tuple[int, int]]:
+    """[lo, hi) ranges of ``steps`` covering whole stored chunks, about ``READ_STEPS`` steps each."""
+    chunk = source.chunk_of(steps)
+    starts = np.flatnonzero(np.r_[True, chunk[1:] != chunk[:-1]])
+    per_read = max(1, READ_STEPS // source.time_chunk)
+    edges = [*starts[::per_read].tolist(), len(steps)]
+    return list(zip(edges[:-1], edges[1:], strict=True))
 
 
 def cached(source: Source, span: tuple[int, int], kind: str, stats_steps: int, cache: Path) -> Stats:
@@ -86,7 +106,7 @@ def cached(source: Source, span: tuple[int, int], kind: str, stats_steps: int, c
         "path": str(store.resolve()), "mtime": store.stat().st_mtime,
         "channels": [c.name for c in source.channels], "first": str(source.times[span[0]]),
         "last": str(source.times[span[1] - 1]), "step": source.step_hours, "kind": kind,
-        "stats_steps": stats_steps, "version": 1}, sort_keys=True)
+        "stats_steps": stats_steps, "version": 2}, sort_keys=True)
     path = cache / "stats" / f"{hashlib.sha256(fingerprint.encode()).hexdigest()[:16]}.npz"
     if path.is_file():
         with np.load(path) as z:

@@ -6,6 +6,15 @@ same code. Channels are z-scored with statistics of the training years only. The
 the state 6 h ahead from the current one; ``rollout_steps`` > 1 trains on k autoregressive steps
 (FourCastNet's fine-tuning). Scores: latitude-weighted RMSE and ACC per channel, for the model and
 for persistence and climatology baselines, at one step and at ``eval_lead_hours``.
+
+Feeding the full preset: at 0.25° one step of the 20 channels is 83 MB (721 × 1440 × 20 float32),
+a sample (state and target) 166 MB. The preset trains FourCastNet's global batch of 64 as one
+sample per rank on 64 ranks (``batch_size`` is per rank; ``lr_reference_batch=64`` scales the
+rate to the global batch on fewer ranks): a step's host batch is 166 MB, and with ``workers``
+loader processes prefetching two batches each, pinned host memory holds about
+``workers`` × 2 × 166 MB (8 workers: 2.7 GB) beside each loader process's two cached stored
+chunks (``data.ChunkReader``). On the GPU the AFNO's activations at 16,200 tokens × 768 take
+some GB per sample, which is why FourCastNet ran one sample per A100.
 """
 
 from __future__ import annotations
@@ -16,18 +25,18 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, Sampler, Subset
 
 from joulebench.harness.params import Param
 from joulebench.harness.registry import register_task
-from joulebench.harness.task import Batch, Preset, Task
+from joulebench.harness.task import WORKERS, Batch, Preset, Task
 from joulebench.tasks.era5 import stats as era5_stats
 from joulebench.tasks.era5.afno import AFNONet
 from joulebench.tasks.era5.channels import KEY_CHANNELS, parse_channels
 from joulebench.tasks.era5.data import Source, parse_years
 from joulebench.tasks.era5.generate import GenConfig, ensure_store, era5_cache
 from joulebench.tasks.era5.metrics import Scores, lat_weights, weighted_acc, weighted_rmse
-from joulebench.tasks.era5.windows import Frames, Windows
+from joulebench.tasks.era5.windows import ChunkShuffle, Frames, Windows
 
 SPLITS = ("train", "val", "test")
 FORECASTERS = ("model", "persistence", "climatology")
@@ -100,7 +109,8 @@ class ERA5(Task):
         "eval_lead_hours": Param(24, low=0, high=24 * 15, help="second lead time scored; 0: none"),
         "eval_samples": Param(0, low=0, high=10_000_000, help="initial times scored per split; 0: all"),
         "lat_weighted_loss": Param(False, help="weight the MSE loss by cos(latitude)"),
-        "batch_size": Param(64, low=1, high=65536),
+        "batch_size": Param(64, low=1, high=65536, help="per rank"),
+        "workers": WORKERS,
     }
     presets = {
         "tiny": Preset(
@@ -120,9 +130,9 @@ class ERA5(Task):
         "full": Preset(
             params={"train_years": "1979-2015", "val_years": "2016-2017", "test_years": "2018",
                     "climatology": "mean", "stats_steps": 1460, "patch_size": 8, "embed_dim": 768,
-                    "depth": 12, "num_blocks": 8, "batch_size": 64},
+                    "depth": 12, "num_blocks": 8, "batch_size": 1},
             budget={"epochs": 80}, target=None, timeout_s=7 * 24 * 3600,
-            method_defaults={"backprop": {"lr": 5e-4, "schedule": "cosine"}},
+            method_defaults={"backprop": {"lr": 5e-4, "schedule": "cosine", "lr_reference_batch": 64}},
             description="FourCastNet on ERA5 0.25° (721×1440, 20 channels) from data_dir; GPUs"),
     }
     metrics = _metric_names()
@@ -132,6 +142,8 @@ class ERA5(Task):
     skill_vs_persistence = 1 - rmse_norm / rmse_norm_persistence."""
     primary_metric = "rmse_norm"
     capabilities = frozenset({"sample_index", "regression", "functional"})
+
+    data_params = ("data_dir",)
 
     @classmethod
     def data_files(cls, hp, preset):
@@ -172,6 +184,19 @@ class ERA5(Task):
     def train_dataset(self) -> Dataset:
         return self.train_windows
 
+    def data_in_memory(self) -> bool:
+        return all(f.memory is not None for f in self.frames.values())
+
+    def train_loader(self, sampler: Sampler | None = None,
+                     generator: torch.Generator | None = None) -> DataLoader:
+        """Read from disk with one rank, samples come chunk by chunk (``ChunkShuffle``); a
+        distributed sampler, or data in memory, keeps the plain shuffled order."""
+        if sampler is not None or self.frames["train"].memory is not None or self.source.time_chunk == 1:
+            return super().train_loader(sampler, generator)
+        data = self.train_windows
+        return DataLoader(data, batch_size=self.batch_size, sampler=ChunkShuffle(data, generator),
+                          drop_last=len(data) > self.batch_size, **self.loader_options(train=True))
+
     # -- model and loss -----------------------------------------------------------------------
     def build_model(self) -> nn.Module:
         hp = self.hp
@@ -199,7 +224,7 @@ class ERA5(Task):
         n = int(self.hp.eval_samples)
         if 0 < n < len(windows):
             data = Subset(windows, np.linspace(0, len(windows) - 1, n).round().astype(int).tolist())
-        return windows, DataLoader(data, batch_size=self.batch_size, shuffle=False)
+        return windows, self.eval_loader(data)
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         windows, loader = self._eval_loader(split)

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import Dataset
 
 from joulebench.harness.params import Param
 from joulebench.harness.registry import register_task
-from joulebench.harness.task import Batch, Preset, Task
+from joulebench.harness.task import WORKERS, Batch, Preset, Task
 from joulebench.tasks.imagenet import data
 from joulebench.tasks.imagenet.generate import GenConfig, ensure_generated
 from joulebench.tasks.imagenet.metrics import Accuracy
@@ -57,13 +57,13 @@ class ImageNet(Task):
         "label_smoothing": Param(0.0, low=0.0, high=0.5),
         "batch_size": Param(64, low=1, high=65536, help="per rank"),
         "eval_batch_size": Param(256, low=1, high=65536),
-        "workers": Param(0, low=0, high=128, help="DataLoader worker processes (JPEG decoding)"),
+        "workers": WORKERS,
     }
     presets = {
         "tiny": Preset(
             params={"gen_classes": 4, "gen_train_per_class": 60, "gen_val_per_class": 15,
                     "holdout_per_class": 10, "image_size": 32, "crop_scale_min": 0.35,
-                    "width": 8, "stages": 2, "batch_size": 32},
+                    "width": 8, "stages": 2, "batch_size": 32, "workers": 0},
             budget={"steps": 30}, eval_every=15, target=0.45, timeout_s=120,
             method_defaults={"backprop": {"lr": 3e-3}, **FEEDBACK_LR},
             description="4 generated texture classes, 200 train JPEGs at 32 px, ResNet 2×1 w8; seconds"),
@@ -76,8 +76,7 @@ class ImageNet(Task):
             description="10 generated texture classes, 4,000 train JPEGs at 32 px, ResNet 3×1 w16; minutes"),
         "full": Preset(
             params={"dataset": "imagenet", "image_size": 224, "model": "resnet50", "norm": "batch",
-                    "holdout_per_class": 10, "crop_scale_min": 0.08, "batch_size": 256,
-                    "workers": 8},
+                    "holdout_per_class": 10, "crop_scale_min": 0.08, "batch_size": 256},
             budget={"epochs": 90}, target=0.759, timeout_s=4 * 24 * 3600,
             # Goyal et al. (2017): lr 0.1 per 256 images of global batch (batch_size × ranks) and a
             # linear warm-up (2,500 steps: half an epoch on one rank, four epochs on 8 × 256)
@@ -100,6 +99,8 @@ class ImageNet(Task):
         if hp.get("norm", "group") != "batch":
             extra.add("functional")
         return cls.capabilities | extra
+
+    data_params = ("data_dir",)
 
     @classmethod
     def data_files(cls, hp, preset):
@@ -133,16 +134,9 @@ class ImageNet(Task):
     def train_dataset(self) -> Dataset:
         return self.splits["train"]
 
-    def _loader_options(self) -> dict:
-        workers = int(self.hp.workers)
-        return {"num_workers": workers, "persistent_workers": workers > 0,
-                "pin_memory": self.device.type == "cuda"}
+    def data_in_memory(self) -> bool:
+        return False  # every image is read and decoded from its JPEG file
 
-    def train_loader(self, sampler=None, generator: torch.Generator | None = None) -> DataLoader:
-        split = self.splits["train"]
-        return DataLoader(split, batch_size=self.batch_size, shuffle=sampler is None, sampler=sampler,
-                          generator=generator, drop_last=len(split) > self.batch_size,
-                          **self._loader_options())
 
     # -- model, loss, evaluation ----------------------------------------------------------------
     def build_model(self) -> nn.Module:
@@ -156,8 +150,7 @@ class ImageNet(Task):
                                            label_smoothing=self.hp.label_smoothing)
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
-        loader = DataLoader(self.splits[split], batch_size=self.hp.eval_batch_size, shuffle=False,
-                            **{**self._loader_options(), "persistent_workers": False})
+        loader = self.eval_loader(self.splits[split], self.hp.eval_batch_size)
         acc = Accuracy()
         for batch in loader:
             acc.update(model(batch["x"].to(self.device, non_blocking=True)),

@@ -98,6 +98,8 @@ class LoadForecast(Task):
     primary_metric = "crps"
     capabilities = frozenset({"sample_index", "regression", "functional"})
 
+    data_params = ("csv",)
+
     @classmethod
     def data_files(cls, hp, preset):
         return [Path(hp["csv"]).expanduser()] if hp.get("csv") else []

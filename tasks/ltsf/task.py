@@ -13,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from joulebench.harness.params import Param
 from joulebench.harness.registry import register_task
 from joulebench.harness.task import Batch, Preset, Task
-from joulebench.tasks.ltsf import calendar, data
+from joulebench.tasks.ltsf import calendar, data, recycle
 from joulebench.tasks.ltsf.zoo import MODELS
 
 EVAL_BATCH = 256
@@ -81,12 +81,25 @@ class LTSF(Task):
         "e_layers": Param(2, low=1, high=12, applies=for_models(*ATTENTION, "mlp")),
         "d_layers": Param(1, low=1, high=12, applies=for_models("transformer", "autoformer", "recycle")),
         "d_ff": Param(128, low=8, high=8192, applies=for_models(*ATTENTION, "mlp")),
+        "activation": Param("relu", choices=("relu", "tanh"), applies=for_models("mlp"),
+                            help="mlp: hidden activation (feedback methods use tanh by default "
+                                 "through their own activation parameter)"),
         "dropout": Param(0.05, low=0.0, high=0.9, applies=for_models(*ATTENTION)),
         "cycle_len": Param(0, low=0, high=100_000,
                            help="primary cycle in rows (ReCycle, seasonal-naive, MASE); 0: from the "
                                 "timestamps (24 hourly, 96 for 15 min, 7 daily, 52 weekly)"),
         "rhp_cycles": Param(3, low=1, high=365, help="cycles averaged by the recent historic profile",
                             applies=for_models(*PROFILE)),
+        "rhp": Param("rolling", choices=recycle.PROFILES, applies=for_models(*PROFILE),
+                     help="ReCycle/RHP profile: rolling per day type over the series' history (the "
+                          "authors'), or window: from the input window alone (variant)"),
+        "recycle_tokens": Param("per_series", choices=recycle.TOKENS, applies=for_models("recycle"),
+                                help="ReCycle tokens: each series separately (the authors'), or flat: "
+                                     "all channels of a cycle in one token (variant)"),
+        "recycle_window_norm": Param(False, applies=for_models("recycle"),
+                                     help="ReCycle variant: tokens scaled by the window's spread"),
+        "recycle_zero_init": Param(False, applies=for_models("recycle"),
+                                   help="ReCycle variant: output layer starts at zero (= RHP)"),
         "day_types": Param("auto", choices=("auto", "on", "off"),
                            help="RHP per day type (workday/Saturday/Sunday-holiday); auto: on when "
                                 "the cycle is one day", applies=for_models(*PROFILE)),
@@ -134,6 +147,8 @@ class LTSF(Task):
         extra = {"sequential_blocks"} if hp.get("model") == "mlp" else set()
         return cls.capabilities | extra
 
+    data_params = ("data_dir",)
+
     @classmethod
     def data_files(cls, hp, preset):
         if hp.get("dataset", "synthetic") == "synthetic" or not hp.get("data_dir"):
@@ -154,6 +169,9 @@ class LTSF(Task):
         one_day = round(info["rows_per_day"]) == self.cycle_len
         day_types = hp.get("day_types", "off")
         self.use_day_types = day_types == "on" or (day_types == "auto" and one_day)
+        if hp.model in PROFILE and hp.rhp == "rolling":
+            self.splits = recycle.with_profiles(self.splits, data.SPLITS, self.cycle_len,
+                                                hp.rhp_cycles, self.use_day_types)
         train = self.splits["train"].values.numpy().astype(np.float64)
         m = min(self.cycle_len, len(train) - 1)
         naive = np.abs(train[m:] - train[:-m]).mean(axis=0)
@@ -167,9 +185,12 @@ class LTSF(Task):
         return MODELS[self.hp.model](hp, self.channels)
 
     def forward(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        if getattr(getattr(model, "module", model), "accepts_day_types", False) and "x_day" in batch:
+        inner = getattr(model, "module", model)
+        if getattr(inner, "accepts_day_types", False) and "x_day" in batch:
+            profiles = ({"x_rhp": batch["x_rhp"], "y_rhp": batch["y_rhp"]}
+                        if getattr(inner, "accepts_profiles", False) and "x_rhp" in batch else {})
             return model(batch["x"], batch["x_mark"], batch["y_mark"], x_day=batch["x_day"],
-                         y_day=batch["y_day"])
+                         y_day=batch["y_day"], **profiles)
         return model(batch["x"], batch["x_mark"], batch["y_mark"])
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:

@@ -1,0 +1,113 @@
+"""Import what a run needs: the registry lists plugins from their manifest, the driver resolves
+specs without torch, and a run's worker imports only its own task and method."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from joulebench.harness import manifest
+from joulebench.harness.registry import Registry, registry
+
+PLUGINS = Path(__file__).parent / "plugins"
+HEAVY = ("torch", "torchvision", "xarray")
+
+
+def _python(code: str, cache: Path) -> dict:
+    """Run ``code`` in a fresh interpreter with its own cache; it prints one JSON object."""
+    env = {**os.environ, "JOULEBENCH_CACHE": str(cache)}
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=300, check=True)
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+LIST = """
+import json, sys
+from joulebench.harness.registry import registry
+reg = registry()
+print(json.dumps({"tasks": sorted(reg.tasks), "methods": sorted(reg.methods), "errors": reg.errors,
+                  "loaded": sorted(m for m in sys.modules if m.startswith(("joulebench.tasks.",
+                                   "joulebench.methods.")) or m in HEAVY)}))
+""".replace("HEAVY", repr(HEAVY))
+
+
+def test_registry_lists_every_plugin_without_importing_it(tmp_path) -> None:
+    first = _python(LIST, tmp_path)   # builds the manifest: imports every plugin once
+    second = _python(LIST, tmp_path)  # reads it
+    assert first["loaded"] and not first["errors"]
+    assert (second["tasks"], second["methods"]) == (first["tasks"], first["methods"])
+    assert {"ltsf", "era5", "imagenet", "load", "pet"} <= set(second["tasks"])
+    assert second["loaded"] == [], second["loaded"]
+
+
+def test_every_builtin_plugin_is_kept_in_the_manifest() -> None:
+    """A plugin whose declarations do not survive the JSON round trip is imported at every start."""
+    reg = registry()
+    origins = {info.origin for table in (reg.tasks, reg.methods) for info in table.infos.values()}
+    for origin in sorted(origins):
+        infos = [i for t in (reg.tasks, reg.methods) for i in t.infos.values() if i.origin == origin]
+        assert manifest.dump_infos(infos, {}) is not None, origin
+
+
+def test_manifest_key_follows_the_import_closure() -> None:
+    files = {str(p) for p in manifest.plugin_files("joulebench.tasks.ltsf").values()}
+    assert any(f.endswith("ltsf/task.py") for f in files) and any(f.endswith("ltsf/patchtst.py") for f in files)
+    closure = set()
+    todo = list(manifest.plugin_files("joulebench.methods.backprop").items())
+    while todo:
+        name, path = todo.pop()
+        if name not in closure:
+            closure.add(name)
+            todo += [(m, manifest.locate(m)[0]) for m in manifest._imports(path, name) if manifest.locate(m)]
+    # backprop's parameters come from the shared optimiser module: editing it must rebuild the entry
+    assert {"joulebench.methods.optim", "joulebench.harness.params"} <= closure
+
+
+def test_a_stale_or_broken_entry_is_rebuilt(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("JOULEBENCH_CACHE", str(tmp_path))
+    reg = Registry()
+    name = "joulebench.methods.backprop"
+    reg.load_cached(name, name, lambda: reg.load_module(name))
+    key = manifest.entry_key(name, name)
+    assert manifest.cached_entry(name, key) is not None
+    (manifest.manifest_dir() / f"{name}-{key}.json").write_text("{not json")
+    assert manifest.cached_entry(name, key) is None  # unreadable: the plugin is imported again
+    assert manifest.cached_entry(name, key.split("-")[0] + "-0000") is None  # another source
+
+
+RESOLVE = """
+import json, sys
+from joulebench.harness.spec import RunSpec, resolve
+spec = resolve(RunSpec(task="ltsf", method="backprop", preset="tiny"))
+print(json.dumps({"key": spec.run_key, "heavy": [m for m in HEAVY if m in sys.modules]}))
+""".replace("HEAVY", repr(HEAVY))
+
+
+def test_the_driver_resolves_an_ltsf_spec_without_torch(tmp_path) -> None:
+    _python(LIST, tmp_path)
+    out = _python(RESOLVE, tmp_path)
+    assert out["heavy"] == []
+    from joulebench.harness.spec import RunSpec, resolve
+
+    assert out["key"] == resolve(RunSpec(task="ltsf", method="backprop", preset="tiny")).run_key
+
+
+def test_the_worker_of_an_ltsf_run_imports_no_other_task(tmp_path, monkeypatch) -> None:
+    from joulebench.harness.spec import RunSpec, resolve
+    from joulebench.harness.worker import Worker
+
+    probe = tmp_path / "modules.json"
+    monkeypatch.setenv("JOULEBENCH_PROBE", str(probe))
+    plugin = str(PLUGINS / "module_probe.py")
+    registry([plugin])
+    spec = resolve(RunSpec(task="ltsf", method="module_probe", preset="tiny", budget={"steps": 3}))
+    with Worker(tmp_path / "results", [plugin]) as worker:
+        result = worker.run(spec)
+    assert result["status"] == "ok", result["error"]
+    modules = set(json.loads(probe.read_text()))
+    assert "joulebench.tasks.ltsf" in modules and "torch" in modules
+    assert not {"torchvision", "xarray", "joulebench.tasks.imagenet", "joulebench.tasks.era5"} & modules
+    assert not any(m.startswith("joulebench.methods.f3") for m in modules)
