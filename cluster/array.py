@@ -2,7 +2,8 @@
 
 Every rank of the task runs this module. Whatever happens after the spec is read, a row is
 stored (by rank 0): a failed start of the process group is a ``crashed`` row, not a silent exit.
-A run already stored ok is skipped (an old script submitted again, or a campaign re-run after a
+Rank 0 claims the run (``Store.claim``) first; a run claimed by another driver or already stored
+ok is skipped (an old script submitted again, or a campaign re-run after a
 partial array), and the task's output gets one line per run: key, status, metric, joules.
 """
 
@@ -37,10 +38,16 @@ def task_threads() -> int:
     return int(cpus) if cpus.isdigit() and int(cpus) > 0 else (env_threads() or 1)
 
 
-def stored_ok(store: Store, spec: ResolvedSpec) -> dict[str, Any] | None:
-    """The stored row of this run if it finished ok (checked right before running)."""
-    rows = store.execute("SELECT * FROM runs WHERE run_key = ? AND status = 'ok'", [spec.run_key]).df()
-    return rows.iloc[0].to_dict() if len(rows) else None
+def claim_run(store: Store, spec: ResolvedSpec):
+    """(claim, None) when this task should run ``spec``; (None, why) when another driver holds
+    its claim or it is already stored ok (an old script submitted again). Rank 0 asks."""
+    claim = store.claim(spec.run_key)
+    if claim is None:
+        return None, "claimed by another driver"
+    if store.has_ok(spec.task, spec.run_key):
+        claim.release()
+        return None, "already stored ok"
+    return claim, None
 
 
 def run_spec(spec: ResolvedSpec, results: str | Path) -> dict[str, Any]:
@@ -54,12 +61,12 @@ def run_spec(spec: ResolvedSpec, results: str | Path) -> dict[str, Any]:
     if spec.world_size > 1:
         _export_submitit_env()
     started, t0 = now_utc(), time.perf_counter()
-    meter = None
+    meter = claim = None
     try:
         dist = init_distributed(spec.device)
-        stored = stored_ok(store, spec) if dist.is_main else None
-        if agree(stored is not None):  # before loading the plugins: a skip costs no more than that
-            result = {**summary(stored or {"run_key": spec.run_key, "status": "ok"}), "skipped": True}
+        claim, why = claim_run(store, spec) if dist.is_main else (None, None)
+        if agree(why is not None):  # before loading the plugins: a skip costs no more than that
+            result = {"run_key": spec.run_key, "status": "ok", "skipped": why}
         else:
             registry()
             meter = default_meter(spec.device)
@@ -73,6 +80,8 @@ def run_spec(spec: ResolvedSpec, results: str | Path) -> dict[str, Any]:
     finally:
         if meter is not None:
             meter.close()
+        if claim is not None:
+            claim.release()
     if detect()[0] == 0:
         print(job_line(result), flush=True)
     return result
@@ -81,7 +90,7 @@ def run_spec(spec: ResolvedSpec, results: str | Path) -> dict[str, Any]:
 def job_line(result: dict[str, Any]) -> str:
     """The task's line in its SLURM output file."""
     metric, value, joules = result.get("primary_metric"), result.get("primary_value"), result.get("train_energy_j")
-    parts = [f"run {result.get('run_key')}", "skipped (already stored ok)" if result.get("skipped")
+    parts = [f"run {result.get('run_key')}", f"skipped ({result['skipped']})" if result.get("skipped")
              else f"status {result.get('status')}",
              f"{metric or 'metric'}={value:.6g}" if value is not None else "metric n/a",
              f"train {joules:.1f} J ({result.get('energy_source')})" if joules is not None else "energy n/a"]

@@ -16,7 +16,7 @@ import pytest
 from joulebench.cluster.array import job_line, task_threads
 from joulebench.cluster.slurm import sbatch_script
 from joulebench.harness.distributed import LAUNCHERS, detect, master_port
-from joulebench.harness.provenance import slurm_ids
+from joulebench.harness.provenance import provenance
 from joulebench.harness.registry import registry
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store
@@ -60,7 +60,8 @@ def test_threads_follow_the_cpus_slurm_gave_the_task(clean_env: pytest.MonkeyPat
 def test_rows_name_the_array_task_not_only_the_array(clean_env: pytest.MonkeyPatch) -> None:
     for key, value in {"SLURM_JOB_ID": "8", "SLURM_ARRAY_JOB_ID": "6", "SLURM_ARRAY_TASK_ID": "1"}.items():
         clean_env.setenv(key, value)
-    assert slurm_ids() == {"slurm_job_id": "8", "slurm_array_job_id": "6", "slurm_array_task_id": "1"}
+    ids = {k: v for k, v in provenance("cpu").items() if k.startswith("slurm_")}
+    assert ids == {"slurm_job_id": "8", "slurm_array_job_id": "6", "slurm_array_task_id": "1"}
 
 
 def test_sbatch_script_logs_where_asked_and_wraps_srun(tmp_path: Path) -> None:
