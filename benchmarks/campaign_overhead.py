@@ -31,7 +31,7 @@ preset = "tiny"
 
 
 def inside_runs(results: Path) -> tuple[int, float]:
-    rows = duckdb.sql(f"SELECT count(*), sum(setup_s + train_s + eval_s) FROM "
+    rows = duckdb.connect().execute(f"SELECT count(*), sum(setup_s + train_s + eval_s) FROM "
                       f"read_parquet('{results}/runs/**/*.parquet', union_by_name=true, hive_partitioning=false) "
                       f"WHERE status = 'ok' AND setup_s IS NOT NULL").fetchone()
     return int(rows[0]), float(rows[1] or 0.0)
