@@ -12,12 +12,18 @@ import itertools
 import json
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from joulebench.harness.identity import pinned_class
 from joulebench.harness.params import SpecError
 from joulebench.harness.spec import Budget, ResolvedSpec, RunSpec, one_line_validation_error, resolve
+
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
+"""A seed the store can hold (int64): 2**63 once overflowed the row and stopped every restart."""
+NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"
+"""Campaign names become file names (list files, sbatch scripts, job names): no paths, no lines."""
 
 
 class Settings(BaseModel):
@@ -25,7 +31,7 @@ class Settings(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     preset: str | None = None
-    seeds: list[int] | None = None
+    seeds: list[Seed] | None = None
     world_sizes: list[int] | None = None
     budget: Budget | None = None
     device: str | None = None
@@ -40,6 +46,11 @@ class Settings(BaseModel):
     time_min: int | None = None
     partition: str | None = None
     setup: list[str] | None = None  # shell lines before srun, e.g. "module load mpi/openmpi"
+    hardware: str | None = None
+    """The hardware class the runs' keys name, e.g. "cuda:NVIDIA A100-SXM4-40GB x4", for campaigns
+    whose driver cannot see the nodes; default: this machine's, or ``slurm:partition=P`` when a
+    partition is set."""
+    launch_prefix: str | None = None  # wraps each sbatch array task's srun line, e.g. a perun monitor
 
 
 class GridBlock(Settings):
@@ -49,7 +60,7 @@ class GridBlock(Settings):
 
 class Campaign(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: str = Field(pattern=NAME_PATTERN)
     description: str = ""
     defaults: Settings = Field(default_factory=Settings)
     methods: dict[str, Settings] = Field(default_factory=dict)
@@ -65,6 +76,10 @@ class Campaign(BaseModel):
             raise SpecError(f"campaign file {path} does not exist") from None
         except tomllib.TOMLDecodeError as exc:
             raise SpecError(f"campaign file {path} is not valid TOML: {exc}") from None
+        except UnicodeDecodeError:
+            raise SpecError(f"campaign file {path} is not text (binary?): expected TOML") from None
+        except IsADirectoryError:
+            raise SpecError(f"campaign file {path} is a directory") from None
         try:
             return cls.model_validate(data)
         except ValidationError as exc:
@@ -89,7 +104,7 @@ def _product(params: dict[str, Any]) -> list[dict[str, Any]]:
     return [dict(zip(names, combo)) for combo in itertools.product(*choices)]
 
 
-RESOURCE_KEYS = ("cpus_per_task", "gpus_per_node", "mem_gb", "time_min", "partition", "setup")
+RESOURCE_KEYS = ("cpus_per_task", "gpus_per_node", "mem_gb", "time_min", "partition", "setup", "launch_prefix")
 
 
 def expand_runs(campaign: Campaign) -> list[tuple[RunSpec, dict[str, Any]]]:
@@ -112,6 +127,8 @@ def expand_runs(campaign: Campaign) -> list[tuple[RunSpec, dict[str, Any]]]:
                                 "device": merged.get("device", "cpu"), "world_size": world_size,
                                 "campaign": campaign.name, "eval_every": merged.get("eval_every"),
                                 "timeout_s": merged.get("timeout_s"),
+                                "hardware": merged.get("hardware")
+                                or pinned_class(merged.get("partition"), None),
                             }), res))
     return runs
 

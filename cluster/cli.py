@@ -29,13 +29,21 @@ def register(sub: argparse._SubParsersAction) -> None:
                            help="how the local executor starts data-parallel runs")
         if name in ("sbatch", "run"):
             c.add_argument("--out", type=Path, default=None, help="directory for the scripts")
-    p = sub.add_parser("scaling", help="fit energy against device-hours (the energy-scaling study)")
+        if name == "plan":
+            c.add_argument("--estimate", action="store_true",
+                           help="forecast train seconds, joules, device-hours and CO2 from stored runs")
+            c.add_argument("--validate", action="store_true",
+                           help="with --estimate: the leave-one-cell-out error of the forecast on stored runs")
+        if name == "run":
+            c.add_argument("--max-energy", default=None, metavar="ENERGY",
+                           help="e.g. 500kJ: refuse when the forecast exceeds it, stop launching at it")
+    p = sub.add_parser("scaling", help="fit energy against device-hours and J/device-hour against throughput (the energy-scaling study)")
     add_common(p)
     p.add_argument("--task", default=None)
     p.add_argument("--campaign", default=None)
     p.set_defaults(func=cmd_scaling)
     p = sub.add_parser("perun-import", help="write a perun JSON report's energy into the rows it covered")
-    p.add_argument("report", type=Path, help="perun report written with --format json")
+    p.add_argument("report", type=Path, nargs="+", help="perun reports written with --format json")
     add_common(p)
     p.set_defaults(func=cmd_perun_import)
 
@@ -55,12 +63,17 @@ def _load(args: argparse.Namespace):
 def cmd_plan(args: argparse.Namespace) -> int:
     campaign, runs, _, done = _load(args)
     specs = [s for s, _ in runs]
+    varied = _varied(specs)  # once: per spec it made plan quadratic (46 s at 2,000 runs)
     for s in specs:
         mark = "stored " if s.run_key in done else "missing"
-        params = ",".join(f"{k}={v}" for k, v in {**s.method_params}.items() if k in _varied(specs))
+        params = ",".join(f"{k}={v}" for k, v in {**s.method_params}.items() if k in varied)
         print(f"{mark} {s.run_key} {s.task}/{s.method} {s.preset} seed={s.seed} ws={s.world_size} {params}")
     missing = sum(s.run_key not in done for s in specs)
     print(f"campaign {campaign.name}: {len(specs)} runs, {len(specs) - missing} stored, {missing} to run")
+    if args.estimate or args.validate:
+        from joulebench.cluster.estimate import print_estimate
+
+        print_estimate([s for s in specs if s.run_key not in done], results_dir(args), args.validate)
     return 0
 
 
@@ -75,9 +88,10 @@ def _varied(specs) -> set[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from joulebench.cluster.campaign import resource_groups
     from joulebench.cluster.local import WorkerPool, run_local
+    from joulebench.harness.cli import positive
 
+    positive(args.jobs, "-j/--jobs")
     pool = None
     if args.executor == "local":  # workers start while the campaign is planned
         pool = WorkerPool(results_dir(args), args.jobs, args.plugin).start()
@@ -95,6 +109,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         pool.close()
     if not todo:
         return 0
+    cap = None
+    if args.max_energy:
+        from joulebench.cluster.estimate import EnergyCap
+
+        cap = EnergyCap.check(args.max_energy, todo, store, args.executor)
     if args.executor == "sbatch":
         return write_sbatch(campaign, pending, store.root, args.out)
     if args.executor == "local":
@@ -103,23 +122,39 @@ def cmd_run(args: argparse.Namespace) -> int:
         def report(result: dict) -> None:
             bar.write(format_summary(result))
             bar.update(1)
+            if cap:
+                cap.add(result)
 
-        results = run_local(todo, store.root, args.jobs, args.plugin, args.launcher, report, pool)
+        results = run_local(todo, store.root, args.jobs, args.plugin, args.launcher, report, pool,
+                            stop=cap.reached if cap else None)
         bar.close()
+        if cap and cap.reached():
+            print(cap.stopped_line(len(todo) - len(results)))
     else:
-        from joulebench.cluster.slurm import submitit_run
-
-        cluster = {"slurm": None, "submitit-local": "local", "submitit-debug": "debug"}[args.executor]
-        groups = resource_groups(pending)
-        results = []
-        for i, (res, specs) in enumerate(groups):  # one array per resource set and world size
-            label = campaign.name if len(groups) == 1 else f"{campaign.name}-r{i}"
-            results += submitit_run(specs, store.root, res, campaign.max_parallel, label, cluster)
-        for result in results:
-            print(format_summary(result) if "task" in result else f"{result['status']}: {result['error']}")
-    failed = [r for r in results if r.get("status") != "ok"]
-    print(f"campaign {campaign.name}: {len(results) - len(failed)} ok, {len(failed)} not ok")
+        results = run_submitit(campaign, pending, store.root, args.executor)
+    failed = [r for r in results if r.get("status") not in ("ok", "skipped")]
+    skipped = sum(r.get("status") == "skipped" for r in results)
+    print(f"campaign {campaign.name}: {len(results) - len(failed) - skipped} ok, {len(failed)} not ok"
+          + (f", {skipped} skipped (claimed by another driver or stored meanwhile)" if skipped else ""))
     return 1 if failed else 0
+
+
+def run_submitit(campaign, pending, root: Path, executor: str) -> list[dict]:
+    """Every array (one per resource set and world size) is submitted before any is waited on."""
+    from joulebench.cluster.campaign import resource_groups
+    from joulebench.cluster.slurm import collect, submit
+
+    cluster = {"slurm": None, "submitit-local": "local", "submitit-debug": "debug"}[executor]
+    groups = resource_groups(pending)
+    submitted = []
+    for i, (res, specs) in enumerate(groups):
+        label = campaign.name if len(groups) == 1 else f"{campaign.name}-r{i}"
+        submitted += submit(specs, root, res, campaign.max_parallel, label, cluster)
+    results = collect(submitted)
+    for result in results:
+        print(format_summary(result) if result.get("task") else
+              f"[{result['status']}] key {result['run_key']} | error: {result['error']}", flush=True)
+    return results
 
 
 def cmd_report(args: argparse.Namespace) -> int:
@@ -135,6 +170,9 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_sbatch(args: argparse.Namespace) -> int:
+    from joulebench.harness.cli import positive
+
+    positive(args.jobs, "-j/--jobs")
     campaign, runs, store, done = _load(args)
     pending = [(s, r) for s, r in runs if s.run_key not in done]
     if not pending:
@@ -149,7 +187,7 @@ def write_sbatch(campaign, pending, root: Path, out: Path | None) -> int:
     from joulebench.cluster.slurm import freeze, sbatch_script
 
     root = root.resolve()
-    out = out or root / "slurm"
+    out = (out or root / "slurm").resolve()  # slurmd opens the log files here before the script runs
     out.mkdir(parents=True, exist_ok=True)
     groups = resource_groups(pending)
     for i, (res, specs) in enumerate(groups):
@@ -157,26 +195,25 @@ def write_sbatch(campaign, pending, root: Path, out: Path | None) -> int:
         for ws, list_file in freeze(specs, root, label).items():
             n = sum(s.world_size == ws for s in specs)
             script = out / f"{label}-ws{ws}.sbatch"
-            script.write_text(sbatch_script(list_file, n, ws, root, res, campaign.max_parallel, label))
+            script.write_text(sbatch_script(list_file, n, ws, root, res, campaign.max_parallel, label,
+                                            log_dir=out))
             print(f"wrote {script} ({n} runs): submit with  sbatch {script}")
     return 0
 
 
 def cmd_scaling(args: argparse.Namespace) -> int:
-    from joulebench.cluster.scaling import fit_energy_vs_device_hours
+    from joulebench.cluster.scaling import report_for
 
-    fit = fit_energy_vs_device_hours(results_dir(args), args.task, args.campaign)
-    print(fit.describe())
+    print(report_for(results_dir(args), args.task, args.campaign).describe())
     return 0
 
 
 def cmd_perun_import(args: argparse.Namespace) -> int:
-    from joulebench.cluster.perun import import_report
+    from joulebench.cluster.perun import describe, import_report
 
-    entries = import_report(args.report, results_dir(args))
-    for e in entries:
-        note = "" if e["updated"] else " (not written: compacted store)"
-        print(f"{e['run_key']} perun run {e['perun_run']}: {e['energy_j']:.1f} J "
-              f"(share {e['share']:.3f}){note}")
-    print(f"{sum(e['updated'] for e in entries)} rows updated from {args.report}")
+    found = import_report(args.report, results_dir(args))
+    for window in found:
+        print("\n".join(describe(window)))
+    runs = {key for w in found for key in w.seconds}
+    print(f"{len(runs)} runs covered by {len(found)} perun windows in {len(args.report)} reports")
     return 0

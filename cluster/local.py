@@ -3,7 +3,8 @@
 Single-process runs go to a pool of ``jobs`` worker processes (each run isolated; a crashed worker
 is replaced). Data-parallel runs (world_size > 1) are launched one at a time with torchrun or
 mpiexec. Rows are written by the runs themselves, so killing the driver loses nothing stored;
-running the campaign again runs only what is missing or failed.
+running the campaign again runs only what is missing or failed. Each run is claimed
+(``Store.claim``) before it starts, so two drivers on one campaign run every run once.
 """
 
 from __future__ import annotations
@@ -22,7 +23,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+from joulebench.harness.runner import failure_row, new_attempt_id, now_utc
 from joulebench.harness.spec import ResolvedSpec
+from joulebench.harness.store import Store, StoreError
 from joulebench.harness.worker import Worker, env_threads, summary
 
 Report = Callable[[dict[str, Any]], None]
@@ -40,7 +43,6 @@ def launch_command(list_file: Path, results: Path, world_size: int, launcher: st
 
 def run_parallel(spec: ResolvedSpec, results: Path, launcher: str) -> dict[str, Any]:
     """One data-parallel run through a launcher; a row is stored whatever happens."""
-    from joulebench.harness.runner import failure_row, now_utc
     from joulebench.harness.store import Store
 
     started, t0 = now_utc(), time.perf_counter()
@@ -63,7 +65,7 @@ def run_parallel(spec: ResolvedSpec, results: Path, launcher: str) -> dict[str, 
     if error is None and len(stored):
         return summary(stored.iloc[0].to_dict())
     row = failure_row(spec, status, error or f"{launcher} finished without storing a row", started,
-                      time.perf_counter() - t0)
+                      new_attempt_id(), time.perf_counter() - t0)
     store.write_run(row)
     return summary(row)
 
@@ -77,6 +79,12 @@ def free_port() -> int:
 def _last_line(text: str) -> str:
     lines = [line for line in text.strip().splitlines() if line.strip()]
     return lines[-1][:300] if lines else "no output"
+
+
+def skipped(spec: ResolvedSpec, why: str) -> dict[str, Any]:
+    """The summary of a run this driver did not run (``status`` ``skipped``)."""
+    return {"run_key": spec.run_key, "task": spec.task, "method": spec.method, "preset": spec.preset,
+            "seed": spec.seed, "status": "skipped", "error": why}
 
 
 class WorkerPool:
@@ -102,11 +110,16 @@ class WorkerPool:
                 self._local.worker = self.idle.pop()
         return self._local.worker
 
-    def run(self, specs: list[ResolvedSpec], report: Report | None = None) -> list[dict[str, Any]]:
+    def run(self, specs: list[ResolvedSpec], store: Store, report: Report | None = None,
+            stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+        """Run each spec that this driver can claim; ``stop`` is asked before each launch."""
         out: list[dict[str, Any]] = []
+        started = time.time()
 
         def one(spec: ResolvedSpec) -> None:
-            result = self._worker().run(spec)
+            if stop is not None and stop():
+                return
+            result = claimed_run(store, spec, started, self._worker().run)
             with self._lock:
                 out.append(result)
                 if report:
@@ -124,18 +137,38 @@ class WorkerPool:
             worker.close()
 
 
+def claimed_run(store: Store, spec: ResolvedSpec, since: float,
+                run: Callable[[ResolvedSpec], dict[str, Any]]) -> dict[str, Any]:
+    """Run ``spec`` under its claim, or say why not (another driver holds it, or stored it)."""
+    claim = store.claim(spec.run_key)
+    if claim is None or store.has_ok(spec.task, spec.run_key, parts_since=since):
+        if claim is not None:
+            claim.release()
+        return skipped(spec, "claimed by another driver" if claim is None else "stored meanwhile")
+    with claim:
+        try:
+            return run(spec)
+        except StoreError as exc:  # one unstorable run must not stop the campaign
+            return {**skipped(spec, str(exc)), "status": "failed"}
+
+
 def run_local(specs: list[ResolvedSpec], results: Path, jobs: int = 1, plugins: list[str] | None = None,
               launcher: str = "torchrun", report: Report | None = None,
-              pool: WorkerPool | None = None) -> list[dict[str, Any]]:
-    """Run ``specs`` here; ``pool`` (started early by the caller) is used and closed."""
+              pool: WorkerPool | None = None, stop: Callable[[], bool] | None = None) -> list[dict[str, Any]]:
+    """Run ``specs`` here; ``pool`` (started early by the caller) is used and closed. ``stop`` is
+    asked before each launch (an energy cap): once it says yes, no further run starts, and runs in
+    flight finish and are stored."""
     single = [s for s in specs if s.world_size == 1]
     parallel = [s for s in specs if s.world_size > 1]
     pool = pool or WorkerPool(results, jobs, plugins)
+    store = Store(results)
     try:
-        out = pool.run(single, report) if single else []
+        out = pool.run(single, store, report, stop) if single else []
     finally:
         pool.close()
     for spec in parallel:
+        if stop is not None and stop():
+            break
         result = run_parallel(spec, results, launcher)
         out.append(result)
         if report:

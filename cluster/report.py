@@ -1,7 +1,8 @@
 """A campaign's results as one Markdown table: a line per cell, seeds aggregated.
 
-A cell is everything a campaign varies except the seed (task, preset, method, world size and the
-parameters that differ between runs). Each figure is the median over the cell's successful runs
+A cell is one experiment key without the seed (``cell_key``): runs that share task, preset,
+parameters, budget, world size, code and hardware class; its label names the parameters that vary
+within the campaign, and budget and hardware class are columns, so unlike runs never share a line. Each figure is the median over the cell's successful runs
 with the min–max range beside it, because three seeds on a noisy machine are not a mean ± std.
 Energy columns say whether any figure in them is an estimate, so a reader never takes a model's
 number for a sensor's.
@@ -53,6 +54,16 @@ def cell_labels(specs: Sequence[ResolvedSpec]) -> dict[str, str]:
     return out
 
 
+def budget_label(row: pd.Series) -> str:
+    """"60 steps", "3 epochs", "20 s": the limits a run's budget set."""
+    parts = []
+    for column, unit in (("budget_steps", "steps"), ("budget_epochs", "epochs"), ("budget_seconds", "s")):
+        value = row.get(column)
+        if value is not None and not pd.isna(value):
+            parts.append(f"{float(value):g} {unit}")
+    return ", ".join(parts) or "–"
+
+
 def trainable(rows: pd.DataFrame) -> pd.Series:
     """Trainable parameters a method ends with (low-rank methods report theirs per rank)."""
     own = pd.to_numeric(rows.get("x_trainable_params"), errors="coerce") if "x_trainable_params" in rows else None
@@ -73,13 +84,13 @@ def markdown_table(rows: pd.DataFrame, labels: dict[str, str]) -> str:
     metric = rows["primary_metric"].dropna().iloc[0] if rows["primary_metric"].notna().any() else "primary"
     estimated = bool(rows["energy_estimated"].fillna(True).any())
     joules = "train J (estimate)" if estimated else "train J (measured)"
-    head = ["task", "preset", "method", "ranks", "ok/runs", f"test {metric}", "trainable params",
-            joules, "train s", "samples", "updates"] + [c[1] for c in extra]
+    head = ["task", "preset", "method", "ranks", "budget", "hardware", "ok/runs", f"test {metric}",
+            "trainable params", joules, "train s", "samples", "updates"] + [c[1] for c in extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    groups = rows.sort_values("order").groupby(["task", "preset", "cell", "world_size"], sort=False)
-    for (task, preset, cell, world), g in groups:
-        ok = g[g["status"] == "ok"]
-        cells = [task, preset, cell, str(int(world)), f"{len(ok)}/{len(g)}",
+    for _, g in rows.sort_values("order").groupby("cell_key", sort=False):
+        ok, first = g[g["status"] == "ok"], g.iloc[0]
+        cells = [first["task"], first["preset"], first["cell"], str(int(first["world_size"])),
+                 budget_label(first), str(first.get("hardware_class") or "–"), f"{len(ok)}/{len(g)}",
                  spread(ok["primary_value"], ".4f"), spread(ok["trainable"], ",.0f"),
                  spread(ok["train_energy_j"], ",.0f"), spread(ok["train_s"], ".1f"),
                  spread(ok["samples"], ",.0f"), spread(ok["gradient_updates"], ",.0f")]

@@ -15,6 +15,8 @@ from functools import lru_cache
 from importlib.metadata import version
 from pathlib import Path
 
+from joulebench.harness.params import SpecError
+
 DEFAULT_REGION = "DEU"
 
 
@@ -37,7 +39,7 @@ def intensity(region: str | None = None) -> Intensity:
     region = (region or os.environ.get("JOULEBENCH_REGION") or DEFAULT_REGION).upper()
     table = _table()
     if region not in table:
-        raise ValueError(f"unknown region {region!r}: use an ISO 3166 alpha-3 code such as DEU, FRA, USA")
+        raise SpecError(f"unknown region {region!r}: use an ISO 3166 alpha-3 code such as DEU, FRA, USA")
     entry = table[region]
     source = (f"codecarbon {version('codecarbon')} global_energy_mix.json "
               f"(OWID/Ember {entry.get('year', '?')}, {entry.get('country_name', region)})")

@@ -11,8 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from joulebench.harness.params import SpecError, parse_assignments
+from joulebench.harness.summary import format_summary  # noqa: F401  (the run line; cluster/cli.py imports it here)
 
-COMMAND_MODULES = ("joulebench.leaderboard.cli", "joulebench.cluster.cli")
+COMMAND_MODULES = ("joulebench.leaderboard.cli", "joulebench.cluster.cli", "joulebench.harness.benchmark_cli")
 """Modules that add sub-commands through ``register(subparsers)``."""
 
 
@@ -48,7 +49,7 @@ def add_spec_args(p: argparse.ArgumentParser) -> None:
 
 
 def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
-    budget = {k: getattr(args, k) for k in ("steps", "epochs", "seconds") if getattr(args, k)}
+    budget = {k: getattr(args, k) for k in ("steps", "epochs", "seconds") if getattr(args, k) is not None}
     spec = {"task": args.task, "method": args.method, "preset": args.preset, "seed": args.seed,
             "task_params": parse_assignments(args.task_param),
             "method_params": parse_assignments(args.method_param), "device": args.device,
@@ -58,21 +59,6 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
     return spec
 
 
-def format_summary(s: dict[str, Any]) -> str:
-    """One line per run: metric, seconds, joules and where the joules come from."""
-    metric = s.get("primary_metric") or "metric"
-    value = s.get("primary_value")
-    joules = s.get("train_energy_j")
-    parts = [f"{s['task']}/{s['method']} {s['preset']} seed={s['seed']} [{s['status']}]",
-             f"{metric}={value:.4g}" if value is not None else f"{metric}=n/a",
-             f"train {s['train_s']:.2f} s" if s.get("train_s") is not None else "train n/a",
-             (f"{joules:.1f} J ({s.get('energy_source')})" if joules is not None
-              else "energy n/a"), f"key {s['run_key']}"]
-    if s.get("error"):
-        parts.append(f"error: {s['error']}")
-    return " | ".join(parts)
-
-
 # -- commands -----------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
     from joulebench.harness.registry import registry
@@ -80,12 +66,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from joulebench.harness.store import Store
     from joulebench.harness.worker import Worker
 
+    validate_region(args.region)
     # the worker's start-up (torch, the meter) overlaps the resolution and the store look-up here
     with Worker(results_dir(args), args.plugin, args.region).start() as worker:
         registry(args.plugin)
         spec = resolve(RunSpec.parse(spec_from_args(args)))
         store = Store(results_dir(args))
-        if not args.force and spec.run_key in store.stored_keys():
+        if not args.force and store.has_ok(spec.task, spec.run_key):
             worker.kill()
             print(f"already stored: run {spec.run_key} (use --force to run it again)")
             return 0
@@ -93,6 +80,19 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = worker.run(spec, on_progress=bar)
         print(format_summary(result), flush=True)  # before the worker's exit
     return 0 if result["status"] == "ok" else 1
+
+
+def validate_region(region: str | None) -> None:
+    """Checked in the driver, so a typo is one line here, not a crashed row from a worker."""
+    from joulebench.harness import carbon
+
+    carbon.intensity(region)
+
+
+def positive(value: int, what: str) -> int:
+    if value < 1:
+        raise SpecError(f"{what} must be at least 1, got {value}")
+    return value
 
 
 class progress_bar:
@@ -150,6 +150,7 @@ def _params_line(params: dict) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     from joulebench.harness.check import check_plugin
 
+    validate_region(args.region)
     return check_plugin(args.file, region=args.region)
 
 

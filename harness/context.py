@@ -1,17 +1,20 @@
-"""What a method sees of a run: the model, the data, the loss, the budget, a step logger.
+"""What a method sees of a run (``TrainContext``) and what the runner keeps for itself (``Ledger``).
 
 A method reads like this (the runner times, meters, evaluates and stores around it)::
 
-    for batch in ctx.batches():          # stops when the budget is spent
+    for batch in ctx.batches():          # the runner counts samples and stops at the budget
         loss = ctx.loss(ctx.model, batch)
         ...                              # compute an update however the method likes
-        ctx.step(loss, batch)            # counts samples and updates, checks for NaN, evaluates
+        ctx.step(loss)                   # reports the loss (NaN check) and the updates made
+
+The budget is the runner's, not the method's: ``batches()`` counts steps, epochs and seconds
+itself and stops (on several ranks, all ranks at the same step), so a method that forgets to
+report still ends on time; the runner then fails the run, because its updates went uncounted.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +23,11 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from joulebench.harness.task import Batch, Hyper, Task
+from joulebench.harness.params import Hyper
+from joulebench.harness.phases import Phase, PhaseClock
+from joulebench.harness.task import Batch, Task
 
 if TYPE_CHECKING:
-    from joulebench.harness.phases import PhaseClock
     from joulebench.harness.spec import ResolvedSpec
 
 
@@ -44,37 +48,70 @@ class DistInfo:
 
 
 @dataclass
-class TrainContext:
-    spec: ResolvedSpec
-    task: Task
-    model: nn.Module
-    hp: Hyper
-    device: torch.device
-    clock: PhaseClock
-    dist: DistInfo = field(default_factory=DistInfo)
-    run_child: Callable[..., dict[str, Any]] | None = None
-    """For search methods: ``run_child(method=..., method_params=..., task_params=...)`` runs a
-    trial as a child run (stored with this run's key as ``parent_key``) and returns its row."""
+class Ledger:
+    """The runner's accounts of one run: counters, the phase clock, curve points, the target.
 
+    Only the runner and the context write here; the result row is built from it.
+    """
+
+    clock: PhaseClock
     steps: int = 0
+    """Steps the runner handed out through ``batches()`` (and work counted by ``count``)."""
+    reported: int = 0
+    """Calls of ``ctx.step`` and ``ctx.count``: zero after training means nothing was reported."""
     samples: int = 0
     gradient_updates: int = 0
     epoch: float = 0.0
+    last_loss: float | None = None
     curves: list[dict[str, Any]] = field(default_factory=list)
     stats: dict[str, Any] = field(default_factory=dict)
     target_hit: tuple[float, float | None] | None = None
     adopted: dict[str, Any] | None = None
     """A search method's chosen trial row; its metrics become this run's result."""
-    last_loss: float | None = None
+
+    def point(self, split: str, metrics: dict[str, float], train_s: float, train_j: float | None) -> None:
+        self.curves.append({"split": split, "step": self.steps, "epoch": self.epoch,
+                            "samples": self.samples, "train_s": train_s, "train_energy_j": train_j,
+                            "metrics_json": metrics})
+
+
+@dataclass
+class TrainContext:
+    """The narrow view a method gets: model, data, loss, budget, evaluation, a step logger."""
+
+    spec: ResolvedSpec
+    task: Task
+    model: nn.Module
+    hp: Hyper
+    device: torch.device
+    ledger: Ledger
+    dist: DistInfo = field(default_factory=DistInfo)
+    run_child: Callable[..., dict[str, Any]] | None = None
+    """For search methods: ``run_child(method=..., method_params=..., task_params=...)`` runs a
+    trial as a child run (stored with this run's key as ``parent_key``) and returns its row."""
     work_root: Path = Path("results") / "work"
     progress: Callable[[int, int | None], None] | None = None
     """Called at most twice a second with (steps done, planned steps) to drive a progress bar."""
-    _loader: Any = None
-    _last_progress: float = 0.0
-    _budget: tuple | None = None
-    _steps_per_epoch: int | None = None
+    loader: Any = field(default=None, repr=False)
+    last_progress: float = field(default=0.0, repr=False)
 
-    # -- data and loss ------------------------------------------------------------------------
+    # -- what a method reads ------------------------------------------------------------------
+    @property
+    def clock(self) -> PhaseClock:
+        return self.ledger.clock
+
+    @property
+    def steps(self) -> int:
+        return self.ledger.steps
+
+    @property
+    def samples(self) -> int:
+        return self.ledger.samples
+
+    @property
+    def epoch(self) -> float:
+        return self.ledger.epoch
+
     @property
     def global_batch(self) -> int:
         """Samples per optimiser step over all ranks (what linear learning-rate scaling uses)."""
@@ -82,25 +119,20 @@ class TrainContext:
 
     @property
     def train_loader(self):
-        if self._loader is None:
-            self._loader = self._make_loader()
-        return self._loader
+        if self.loader is None:
+            generator = torch.Generator().manual_seed(self.spec.seed)
+            sampler = None
+            if self.dist.world_size > 1:
+                from torch.utils.data.distributed import DistributedSampler
 
-    def _make_loader(self):
-        generator = torch.Generator().manual_seed(self.spec.seed)
-        sampler = None
-        if self.dist.world_size > 1:
-            from torch.utils.data.distributed import DistributedSampler
-
-            sampler = DistributedSampler(self.task.train_dataset(), num_replicas=self.dist.world_size,
-                                         rank=self.dist.rank, shuffle=True, seed=self.spec.seed)
-        return self.task.train_loader(sampler=sampler, generator=generator)
+                sampler = DistributedSampler(self.task.train_dataset(), num_replicas=self.dist.world_size,
+                                             rank=self.dist.rank, shuffle=True, seed=self.spec.seed)
+            self.loader = self.task.train_loader(sampler=sampler, generator=generator)
+        return self.loader
 
     @property
     def steps_per_epoch(self) -> int:
-        if self._steps_per_epoch is None:
-            self._steps_per_epoch = max(len(self.train_loader), 1)
-        return self._steps_per_epoch
+        return max(len(self.train_loader), 1)
 
     @property
     def planned_steps(self) -> int | None:
@@ -129,72 +161,89 @@ class TrainContext:
         return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
                 for k, v in batch.items()}
 
-    # -- budget -------------------------------------------------------------------------------
+    # -- the budget (owned here, not by the method) -------------------------------------------
+    def train_seconds(self) -> float:
+        return self.clock.elapsed(Phase.TRAIN)
+
     @property
     def exhausted(self) -> bool:
-        steps, epochs, seconds = self._limits
-        return (steps is not None and self.steps >= steps
-                or epochs is not None and self.epoch >= epochs - 1e-9
-                or seconds is not None and self.train_seconds() >= seconds)
+        """True once any limit of the budget is reached; on several ranks, agreed by all."""
+        b = self.spec.budget
+        done = (b.steps is not None and self.ledger.steps >= b.steps
+                or b.epochs is not None and self.ledger.epoch >= b.epochs - 1e-9)
+        if b.seconds is None:
+            return done  # steps and epochs advance in lockstep on every rank
+        done = done or self.train_seconds() >= b.seconds
+        return agree_any(done, self.device) if self.dist.world_size > 1 else done
 
-    @property
-    def _limits(self) -> tuple[int | None, float | None, float | None]:
-        if self._budget is None:
-            b = self.spec.budget
-            self._budget = (b.steps, b.epochs, b.seconds)
-        return self._budget
+    def batches(self, group: int | None = None) -> Iterator[Any]:
+        """Training batches on the run's device, epoch after epoch, until the budget is spent.
 
-    def train_seconds(self) -> float:
-        done = self.clock.seconds["train"]
-        if self.clock.current == "train" and self.clock._last is not None:
-            done += time.perf_counter() - self.clock._last.t
-        return done
-
-    def batches(self) -> Iterator[Batch]:
-        """Training batches on the run's device, epoch after epoch, until the budget is spent."""
-        epoch_index = 0
+        ``group=k`` yields lists of k batches that make one step (simulated ranks, gradient
+        accumulation); samples count per batch, the budget per step.
+        """
+        size = group or 1
+        per_epoch = self.steps_per_epoch / size
+        epoch_index, pending = 0, []
         while not self.exhausted:
             sampler = getattr(self.train_loader, "sampler", None)
             if hasattr(sampler, "set_epoch"):
                 sampler.set_epoch(epoch_index)
-            for i, batch in enumerate(self.train_loader):
+            drawn = 0
+            for batch in self.train_loader:
+                pending.append(self.to_device(batch))
+                if len(pending) < size:
+                    continue
                 if self.exhausted:
                     return
-                self.epoch = epoch_index + i / self.steps_per_epoch
-                yield self.to_device(batch)
+                drawn += 1
+                self._advance(pending, epoch_index + (drawn - 1) / per_epoch)
+                yield pending if group else pending[0]
+                pending = []
+                self._after_step()
             epoch_index += 1
-            self.epoch = float(epoch_index)
-            if self._eval_per_epoch():
+            self.ledger.epoch = float(epoch_index)
+            if not self.spec.eval_every:
                 self.evaluate_point()
 
-    # -- logging ------------------------------------------------------------------------------
-    def step(self, loss: torch.Tensor | float | None, batch: Batch | None = None, *,
-             samples: int | None = None, updates: int = 1) -> None:
-        """Record one training step; raises :class:`Diverged` when the loss is not finite."""
-        self.steps += 1
-        self.gradient_updates += updates
-        if samples is None and batch is not None:
-            samples = _batch_len(batch)
-        self.samples += samples or 0
-        if loss is not None:
-            value = loss.item() if torch.is_tensor(loss) else float(loss)
-            self.last_loss = value
-            if not math.isfinite(value):
-                raise Diverged(f"loss became {value} at step {self.steps}")
+    def _advance(self, batches: list[Batch], epoch: float) -> None:
+        self.ledger.steps += 1
+        self.ledger.samples += sum(batch_len(b) for b in batches)
+        self.ledger.epoch = epoch
+
+    def _after_step(self) -> None:
         every = self.spec.eval_every
-        if every and self.steps % every == 0:
+        if every and self.ledger.steps % every == 0:
             self.evaluate_point()
         if self.progress is not None:
+            import time
+
             now = time.perf_counter()
-            if now - self._last_progress > 0.5:
-                self._last_progress = now
-                self.progress(self.steps, self.planned_steps)
+            if now - self.last_progress > 0.5:
+                self.last_progress = now
+                self.progress(self.ledger.steps, self.planned_steps)
+
+    # -- what a method reports ----------------------------------------------------------------
+    def step(self, loss: torch.Tensor | float | None, batch: Batch | None = None, *,
+             updates: int = 1) -> None:
+        """Report one step: its loss (raises :class:`Diverged` when not finite) and the
+        gradient updates it made (0 for a step that changes no weights). Samples and the step
+        itself were counted when ``batches()`` handed the batch out; ``batch`` is accepted for
+        readability only."""
+        self.ledger.reported += 1
+        self.ledger.gradient_updates += updates
+        if loss is not None:
+            value = loss.item() if torch.is_tensor(loss) else float(loss)
+            self.ledger.last_loss = value
+            if not math.isfinite(value):
+                raise Diverged(f"loss became {value} at step {self.ledger.steps}")
 
     def count(self, samples: int = 0, updates: int = 0, steps: int = 1) -> None:
-        """Count work done elsewhere (a search's trials) without a loss check or evaluation."""
-        self.steps += steps
-        self.samples += samples
-        self.gradient_updates += updates
+        """Count work done outside ``batches()`` (a search's trials) without a loss check."""
+        self.ledger.reported += 1
+        self.ledger.steps += steps
+        self.ledger.samples += samples
+        self.ledger.gradient_updates += updates
 
     @property
     def work_dir(self) -> Path:
@@ -207,28 +256,23 @@ class TrainContext:
         """Make a trial's result (a row from ``run_child``) the result of this search run."""
         if row.get("status") != "ok":
             raise ValueError(f"cannot adopt trial {row.get('run_key')}: status {row.get('status')}")
-        self.adopted = row
+        self.ledger.adopted = row
 
     def log_point(self, metrics: dict[str, float], split: str = "val") -> None:
         """A curve point at the current training cost (search methods: best-so-far per trial)."""
-        train_s, train_j = self.clock.peek("train")
-        self.curves.append({"split": split, "step": self.steps, "epoch": self.epoch,
-                            "samples": self.samples, "train_s": train_s, "train_energy_j": train_j,
-                            "metrics_json": metrics})
-        self._check_target(metrics, train_s, train_j)
+        train_s, train_j = self.clock.peek(Phase.TRAIN)
+        self.ledger.point(split, metrics, train_s, train_j)
+        self.check_target(metrics, train_s, train_j)
 
     def record(self, **stats: Any) -> None:
         """Method statistics for the result row (stored as ``x_<name>`` columns)."""
-        self.stats.update(stats)
-
-    def _eval_per_epoch(self) -> bool:
-        return not self.spec.eval_every
+        self.ledger.stats.update(stats)
 
     # -- evaluation ---------------------------------------------------------------------------
     def evaluate(self, split: str = "val", model: nn.Module | None = None) -> dict[str, float]:
         """Evaluate in the eval window (not charged to training); restores the train window."""
         resume = self.clock.current
-        self.clock.switch("eval")
+        self.clock.switch(Phase.EVAL)
         try:
             return evaluate_model(self.task, model or self.model, split)
         finally:
@@ -238,21 +282,32 @@ class TrainContext:
         """A learning-curve point on the validation split."""
         metrics = self.evaluate("val")
         train_s, train_j = self.clock.train_so_far()
-        self.curves.append({
-            "split": "val", "step": self.steps, "epoch": self.epoch, "samples": self.samples,
-            "train_s": train_s, "train_energy_j": train_j, "metrics_json": metrics,
-        })
-        self._check_target(metrics, train_s, train_j)
+        self.ledger.point("val", metrics, train_s, train_j)
+        self.check_target(metrics, train_s, train_j)
         return metrics
 
-    def _check_target(self, metrics: dict[str, float], train_s: float, train_j: float | None) -> None:
+    def check_target(self, metrics: dict[str, float], train_s: float, train_j: float | None) -> None:
+        """Record the first point at which the preset's validation target was reached."""
         preset = type(self.task).presets[self.spec.preset]
         value = metrics.get(type(self.task).primary_metric)
-        if self.target_hit or preset.target is None or value is None:
+        if self.ledger.target_hit or preset.target is None or value is None:
             return
         hib = type(self.task).higher_is_better()
         if (value >= preset.target) if hib else (value <= preset.target):
-            self.target_hit = (train_s, train_j)
+            self.ledger.target_hit = (train_s, train_j)
+
+
+def agree_any(flag: bool, device: torch.device) -> bool:
+    """True on every rank when it is true on any: all ranks stop at the same step (each rank's
+    own clock would stop them at different steps, and their collectives would mismatch)."""
+    import torch.distributed as tdist
+
+    if not tdist.is_initialized():
+        return flag
+    on = device if tdist.get_backend() == "nccl" else torch.device("cpu")
+    value = torch.tensor([1.0 if flag else 0.0], device=on)
+    tdist.all_reduce(value, op=tdist.ReduceOp.MAX)
+    return bool(value.item() > 0)
 
 
 def evaluate_model(task: Task, model: nn.Module, split: str) -> dict[str, float]:
@@ -260,12 +315,21 @@ def evaluate_model(task: Task, model: nn.Module, split: str) -> dict[str, float]
     model.eval()
     try:
         with torch.no_grad():
-            return {k: float(v) for k, v in task.evaluate(model, split).items()}
+            metrics = {k: float(v) for k, v in task.evaluate(model, split).items()}
     finally:
         model.train(was_training)
+    bad = [k for k, v in metrics.items() if not math.isfinite(v)]
+    if bad:  # a NaN metric was stored as ok and cached as done; it fails the run instead
+        value = "NaN" if math.isnan(metrics[bad[0]]) else str(metrics[bad[0]])
+        raise NonFiniteMetric(f"metric {bad[0]} is {value} on split {split} (data?)")
+    return metrics
 
 
-def _batch_len(batch: Batch) -> int:
+class NonFiniteMetric(RuntimeError):
+    """A metric that is not a number: a failed run (bad data, mostly), never an ``ok`` one."""
+
+
+def batch_len(batch: Batch) -> int:
     if "index" in batch and hasattr(batch["index"], "__len__"):
         return len(batch["index"])
     for value in batch.values():

@@ -3,6 +3,11 @@
 Understands torchrun (``RANK``/``WORLD_SIZE``/``LOCAL_RANK``), MPICH's mpiexec (``PMI_RANK``/
 ``PMI_SIZE``), Open MPI (``OMPI_COMM_WORLD_*``) and srun (``SLURM_PROCID``/``SLURM_NTASKS``/
 ``SLURM_LOCALID``). gloo on CPUs, NCCL on GPUs.
+
+Under ``srun --mpi=pmi2`` the ranks come from PMI (``PMI_RANK``) but PMI gives no local rank;
+``SLURM_LOCALID`` does, and it wins over the global rank (which would pick the wrong GPU on any
+node but the first). The rendezvous port is the launcher's ``MASTER_PORT`` or, under SLURM, one
+derived from the job id, so two jobs sharing a node never meet on one fixed port.
 """
 
 from __future__ import annotations
@@ -28,8 +33,8 @@ def detect() -> tuple[int, int, int]:
     for rank_var, size_var, local_var in LAUNCHERS:
         if rank_var in os.environ and size_var in os.environ:
             rank, size = int(os.environ[rank_var]), int(os.environ[size_var])
-            local = int(os.environ.get(local_var, rank))
-            return rank, size, local
+            local = os.environ.get(local_var) or os.environ.get("SLURM_LOCALID")
+            return rank, size, int(local) if local is not None else rank
     return 0, 1, 0
 
 
@@ -41,11 +46,31 @@ def init_distributed(device: str = "cpu") -> DistInfo:
     backend = "nccl" if device == "cuda" else "gloo"
     if not dist.is_initialized():
         os.environ.setdefault("MASTER_ADDR", _master_addr())
-        os.environ.setdefault("MASTER_PORT", "29511")
+        os.environ.setdefault("MASTER_PORT", str(master_port()))
         if device == "cuda":
             torch.cuda.set_device(local)
         dist.init_process_group(backend, rank=rank, world_size=size)
     return DistInfo(rank=rank, world_size=size, local_rank=local, backend=backend)
+
+
+PORT_BASE, PORT_SPAN = 20000, 30000
+
+
+def master_port(default: int = 29511) -> int:
+    """A rendezvous port for this job: under SLURM derived from the job id (unique per array
+    task, the same on every rank of the task), else ``default``. Launchers that choose their own
+    (torchrun, submitit, the local executor) export ``MASTER_PORT`` and are never overridden."""
+    job = os.environ.get("SLURM_JOB_ID", "")
+    return PORT_BASE + int(job) % PORT_SPAN if job.isdigit() else default
+
+
+def agree(flag: bool) -> bool:
+    """Rank 0's ``flag`` on every rank (a collective; alone, the flag itself)."""
+    if not dist.is_initialized():
+        return flag
+    value = torch.tensor([1.0 if flag else 0.0], dtype=torch.float64)
+    dist.broadcast(value, src=0)
+    return bool(value.item())
 
 
 def _master_addr() -> str:

@@ -37,9 +37,9 @@ from joulebench.harness.method import Method
 from joulebench.harness.params import Param
 from joulebench.harness.task import Preset, Task
 
-FORMAT = 1
+FORMAT = 2
 """Bump when the entry layout changes: part of every key."""
-HOOKS = {Task: ("capabilities_for", "higher_is_better"),
+HOOKS = {Task: ("capabilities_for", "higher_is_better", "data_files"),
          Method: ("incompatibility", "timeout_factor")}
 
 
@@ -54,13 +54,14 @@ class PluginInfo:
     origin: str                    # the plugin it came from: module, entry point or file
     description: str
     params: dict[str, Param]
-    source_files: list[str]        # what the run key hashes (``registry._source_files``)
+    source_files: list[str]        # the import closure the run key hashes (``identity``)
     overrides: frozenset[str] = frozenset()
     presets: dict[str, Preset] = field(default_factory=dict)
     metrics: dict[str, bool] = field(default_factory=dict)
     primary_metric: str = ""
     capabilities: frozenset[str] = frozenset()
     default_capabilities: frozenset[str] = frozenset()   # capabilities_for(the declared defaults)
+    data_params: tuple[str, ...] = ()   # parameters naming input files (``Task.data_params``)
     requires: frozenset[str] = frozenset()
     search: bool = False
 
@@ -79,6 +80,7 @@ def describe(cls: type, source_files: list[Path], origin: str) -> PluginInfo:
     if base is Task:
         return PluginInfo(kind="task", presets=dict(cls.presets), metrics=dict(cls.metrics),
                           primary_metric=cls.primary_metric, capabilities=frozenset(cls.capabilities),
+                          data_params=tuple(cls.data_params),
                           default_capabilities=frozenset(cls.capabilities_for(
                               {k: p.default for k, p in cls.params.items()})),
                           **common)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from joulebench.harness.params import Param
-from joulebench.harness.task import Hyper, Task
+from joulebench.harness.params import Hyper, Param
+from joulebench.harness.task import Task
 
 if TYPE_CHECKING:
     from torch import nn
@@ -37,7 +37,7 @@ class Method:
     classical algorithm's settings on the training data); otherwise the runner skips training."""
 
     def __init__(self, hp: Mapping[str, Any]) -> None:
-        self.hp = Hyper(hp)
+        self.hp = hp if isinstance(hp, Hyper) else Hyper(hp)
 
     def train(self, ctx: TrainContext) -> None:
         raise NotImplementedError
@@ -52,6 +52,12 @@ class Method:
         """The reason of ``incompatibility`` when a task lacks required capabilities, else None."""
         lacking = requires - provided
         return f"{task} does not provide {', '.join(sorted(lacking))}" if lacking else None
+
+    @classmethod
+    def uses_methods(cls, hp: Mapping[str, Any]) -> tuple[str, ...]:
+        """Other registered methods whose code decides this method's result (a search's inner
+        method): their import closures join this method's in the run_key."""
+        return ()
 
     @classmethod
     def timeout_factor(cls, hp: Mapping[str, Any]) -> float:

@@ -8,10 +8,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from enum import StrEnum
 
 from joulebench.harness.meters import DEVICES, Reading
 
-PHASES = ("setup", "train", "eval")
+
+class Phase(StrEnum):
+    """The windows of a run; each is metered on its own."""
+
+    SETUP = "setup"
+    TRAIN = "train"
+    EVAL = "eval"
+
+
+PHASES = tuple(p.value for p in Phase)
 
 
 class PhaseClock:
@@ -52,6 +62,14 @@ class PhaseClock:
             if extra:
                 joules = (joules or 0.0) + sum(extra)
         return seconds, joules
+
+    def elapsed(self, phase: str) -> float:
+        """Seconds of ``phase`` so far, the open window included, without reading the meter
+        (cheap enough to call on every training step, for a seconds budget)."""
+        seconds = self.seconds[phase]
+        if self.current == phase and self._last is not None:
+            seconds += time.perf_counter() - self._last.t
+        return seconds
 
     def train_so_far(self) -> tuple[float, float | None]:
         """Training seconds and joules up to now; call while the train window is closed."""

@@ -73,5 +73,12 @@ def static_provenance() -> dict:
 
 
 def provenance(device: str) -> dict:
-    return {**static_provenance(), "gpu_model": gpu_model(device),
-            "slurm_job_id": os.environ.get("SLURM_ARRAY_JOB_ID") or os.environ.get("SLURM_JOB_ID")}
+    return {**static_provenance(), "gpu_model": gpu_model(device), **slurm_ids()}
+
+
+def slurm_ids() -> dict[str, str | None]:
+    """SLURM's own job id (unique per array task) and the array's job and task ids, which name
+    the task's log file (``<array job>_<task>.out``): rows of one array are told apart by them."""
+    return {"slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+            "slurm_array_job_id": os.environ.get("SLURM_ARRAY_JOB_ID"),
+            "slurm_array_task_id": os.environ.get("SLURM_ARRAY_TASK_ID")}

@@ -27,7 +27,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import Any, TypeVar
 
-from joulebench.harness import manifest
+from joulebench.harness import identity, manifest
 from joulebench.harness.manifest import PluginInfo
 from joulebench.harness.method import Method
 from joulebench.harness.params import Param, SpecError
@@ -155,12 +155,25 @@ class Registry:
         broken = [k for k in self.errors if name in k]
         return f" ({broken[0]} failed to load: {self.errors[broken[0]]})" if broken else ""
 
-    def source_hash(self, task: str, method: str) -> str:
-        digest = hashlib.sha256()
-        for info in (self.task_info(task), self.method_info(method)):
-            for path in info.source_files:
-                digest.update(Path(path).read_bytes())
-        return digest.hexdigest()[:16]
+    def code_hash(self, task: str, method: str, method_hp: dict | None = None) -> str:
+        """The source hash of everything the experiment imports (see ``harness.identity``);
+        found from the declared module names, so nothing is imported to compute it."""
+        return identity.code_hash(self.closure(task, method, method_hp))
+
+    def closure(self, task: str, method: str, method_hp: dict | None = None) -> dict[str, Path]:
+        info = self.method_info(method)
+        used = self.method(method).uses_methods(method_hp) if info.search and method_hp is not None else ()
+        modules = [self.task_info(task).module, info.module,
+                   *(self.method_info(m).module for m in used), *identity.TRAINING_LOOP]
+        outside = {m.split(".")[0] for m in modules if not m.startswith(identity.PACKAGE + ".")}
+        return identity.import_closure(modules, outside)
+
+    def data_files(self, task: str, hp: Mapping[str, Any], preset: str) -> list[Path]:
+        """``Task.data_files``; the task's module is imported only when it declares input files."""
+        info = self.task_info(task)
+        if "data_files" not in info.overrides or not any(hp.get(name) for name in info.data_params):
+            return []
+        return self.task(task).data_files(hp, preset)
 
     # -- loading ------------------------------------------------------------------------------
     def load_module(self, module_name: str, origin: str | None = None) -> list[type]:
@@ -216,7 +229,7 @@ class Registry:
                 self.errors[label] = problem
                 continue
             table = self.tasks if issubclass(cls, Task) else self.methods
-            info = manifest.describe(cls, _source_files(cls), origin)
+            info = manifest.describe(cls, list(identity.import_closure([cls.__module__]).values()), origin)
             known = table.infos.get(cls.name)
             if known is not None and (known.module, known.qualname) != (info.module, info.qualname):
                 self.errors[label] = f"name {cls.name!r} is already taken by {known.origin}"
@@ -289,19 +302,6 @@ def _one_line(exc: BaseException) -> str:
     where = f" ({Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
     msg = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
     return f"{type(exc).__name__}: {msg}{where}"
-
-
-def _source_files(cls: type) -> list[Path]:
-    """The files whose change makes a stored result stale: the module, or its whole package."""
-    try:
-        path = Path(inspect.getsourcefile(cls) or "")
-    except TypeError:
-        return []
-    module = sys.modules.get(cls.__module__)
-    package = getattr(module, "__package__", "") or ""
-    if package.count(".") >= 2 and path.parent.name == package.rsplit(".", 1)[-1]:
-        return sorted(path.parent.rglob("*.py"))  # a task package such as joulebench.tasks.ltsf
-    return [path] if path.is_file() else []
 
 
 _REGISTRY: Registry | None = None

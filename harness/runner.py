@@ -19,10 +19,12 @@ from typing import Any
 import numpy as np
 import torch
 
-from joulebench.harness import carbon
-from joulebench.harness.context import DistInfo, Diverged, TrainContext, evaluate_model
+from joulebench.harness import carbon, identity
+from joulebench.harness.context import DistInfo, Diverged, Ledger, TrainContext, evaluate_model
 from joulebench.harness.distributed import node_count
-from joulebench.harness.phases import PhaseClock
+from joulebench.harness.identity import new_attempt_id
+from joulebench.harness.params import Hyper, unread_params
+from joulebench.harness.phases import Phase, PhaseClock
 from joulebench.harness.provenance import provenance
 from joulebench.harness.registry import registry
 from joulebench.harness.spec import ResolvedSpec, RunSpec, resolve
@@ -39,11 +41,20 @@ def now_utc() -> datetime:
     return datetime.now(UTC)
 
 
-def base_row(spec: ResolvedSpec, started: datetime) -> dict[str, Any]:
+class RunFailed(RuntimeError):
+    """The run broke the harness's contract (nothing reported, a parameter nobody read)."""
+
+
+def base_row(spec: ResolvedSpec, started: datetime, attempt_id: str) -> dict[str, Any]:
     """Identity and provenance columns, known before anything runs (used for failure rows too)."""
     task_cls = registry().task(spec.task)
     row: dict[str, Any] = {
-        "run_key": spec.run_key, "parent_key": spec.parent_key, "campaign": spec.campaign,
+        "run_key": spec.run_key, "parent_key": spec.parent_key, "attempt_id": attempt_id,
+        "cell_key": spec.cell_key, "lineage_key": spec.lineage_key, "key_scheme": spec.identity()["key_scheme"],
+        "code_hash": spec.code_hash, "data_fingerprint": spec.data_fingerprint,
+        "hardware_class": spec.hardware_class,
+        "hardware_flag": identity.hardware_flag(spec.hardware_class, spec.device, spec.world_size),
+        "campaign": spec.campaign, "timeout_s": spec.timeout_s,
         "task": spec.task, "method": spec.method, "model": str(spec.task_params.get("model", spec.task)),
         "preset": spec.preset, "seed": spec.seed,
         "task_params": json.dumps(spec.task_params, sort_keys=True),
@@ -62,10 +73,10 @@ def base_row(spec: ResolvedSpec, started: datetime) -> dict[str, Any]:
     return row
 
 
-def failure_row(spec: ResolvedSpec, status: str, error: str, started: datetime,
+def failure_row(spec: ResolvedSpec, status: str, error: str, started: datetime, attempt_id: str,
                 wall_s: float | None = None) -> dict[str, Any]:
     """A row for a run that died outside the runner (crashed or killed worker, timeout)."""
-    return {**base_row(spec, started), "status": status, "error": error, "wall_s": wall_s,
+    return {**base_row(spec, started, attempt_id), "status": status, "error": error, "wall_s": wall_s,
             "finished_at": now_utc()}
 
 
@@ -82,82 +93,102 @@ class Runner:
         self.intensity = carbon.intensity(region)
         self.store_rows = store_rows
 
-    def run(self, spec: ResolvedSpec) -> dict[str, Any]:
+    def run(self, spec: ResolvedSpec, attempt_id: str | None = None) -> dict[str, Any]:
         started = now_utc()
         t0 = time.perf_counter()
         device = torch.device(spec.device if spec.device == "cpu" else f"cuda:{self.dist.local_rank}")
         sync = torch.cuda.synchronize if device.type == "cuda" else None
-        clock = PhaseClock(self.meter, sync)
+        ledger = Ledger(PhaseClock(self.meter, sync))
         reset_peak_memory(device)
-        row = base_row(spec, started)
+        row = base_row(spec, started, attempt_id or new_attempt_id())
         search = registry().method(spec.method).search and self.dist.is_main
         rerun = search and self._start_search_afresh(spec)
         ctx: TrainContext | None = None
         status, error, tb = "ok", None, None
-        clock.switch("setup")
+        ledger.clock.switch(Phase.SETUP)
         try:
-            ctx = self._setup(spec, device, clock)
+            ctx = self._setup(spec, device, ledger)
             row["model"] = ctx.task.model_name()
             row["n_params"] = sum(p.numel() for p in ctx.model.parameters())
-            clock.switch("train")
-            method = registry().method(spec.method)(ctx.hp)
-            refusal = method.check_model(ctx.model)
-            if refusal:
-                raise RuntimeError(f"method {spec.method!r} refuses this model: {refusal}")
-            if any(p.requires_grad for p in ctx.model.parameters()) or method.fits_fixed_models or method.search:
-                method.train(ctx)
-            else:  # a fixed forecaster (seasonal-naive, a profile): nothing to train, evaluate as is
-                ctx.record(training_skipped="no trainable parameters")
-            if self.dist.world_size > 1:
-                ctx.record(param_spread_over_ranks=parameter_spread(ctx.model))
-            clock.switch("eval")
-            row.update(adopted_metrics(ctx.adopted) if ctx.adopted else self._final_metrics(ctx))
+            self._train(spec, ctx)
+            ledger.clock.switch(Phase.EVAL)
+            row.update(adopted_metrics(ledger.adopted) if ledger.adopted else self._final_metrics(ctx))
+            row["params_read"] = self._check_reads(spec, ctx)
         except Diverged as exc:
             status, error = "diverged", str(exc)
         except Exception as exc:  # any failure of task or method is stored, never lost
-            status, error = "failed", f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-            tb = traceback.format_exc()
-        clock.switch(None)
+            status, error = "failed", one_line(exc)
+            tb = None if isinstance(exc, RunFailed) else traceback.format_exc()
+        ledger.clock.switch(None)
         if self.dist.world_size > 1:
-            sum_energy_over_ranks(clock, self.dist)
+            sum_energy_over_ranks(ledger.clock, self.dist)
             if ctx is not None:  # samples are per rank; synchronised updates count once
                 from joulebench.harness.distributed import sum_over_ranks
 
-                ctx.samples = int(sum_over_ranks([float(ctx.samples)], True)[0] or 0)
-        row.update(self._costs(spec, clock, ctx, time.perf_counter() - t0, device))
+                ledger.samples = int(sum_over_ranks([float(ledger.samples)], True)[0] or 0)
+        row.update(self._costs(spec, ledger, ctx, time.perf_counter() - t0, device))
         if search and not rerun:
             row.update(self._earlier_trials(spec, started, row))
         row.update(status=status, error=error, traceback=tb, finished_at=now_utc())
         if self.store_rows and self.dist.is_main:
-            curves = [{"run_key": spec.run_key, "task": spec.task, "method": spec.method,
-                       "run_started_at": started, **c} for c in (ctx.curves if ctx else [])]
+            curves = [{"run_key": spec.run_key, "attempt_id": row["attempt_id"], "task": spec.task,
+                       "method": spec.method, "run_started_at": started, **c} for c in ledger.curves]
             self.store.write_run(row, curves)
         return row
 
-    def _setup(self, spec: ResolvedSpec, device: torch.device, clock: PhaseClock) -> TrainContext:
+    def _setup(self, spec: ResolvedSpec, device: torch.device, ledger: Ledger) -> TrainContext:
         reg = registry()
         seed_everything(spec.seed)
-        task = reg.task(spec.task)(spec.task_params, spec.preset, spec.seed, device,
+        task = reg.task(spec.task)(Hyper(spec.task_params), spec.preset, spec.seed, device,
                                    self.dist.rank, spec.world_size)
         task.setup()
         seed_everything(spec.seed)  # the model's init must not depend on how much data set-up drew
         model = task.build_model().to(device)
-        ctx = TrainContext(spec=spec, task=task, model=model, hp=_hyper(spec.method_params),
-                           device=device, clock=clock, dist=self.dist, progress=self.progress,
+        ctx = TrainContext(spec=spec, task=task, model=model, hp=Hyper(spec.method_params),
+                           device=device, ledger=ledger, dist=self.dist, progress=self.progress,
                            work_root=self.store.root / "work")
         ctx.run_child = lambda **overrides: self._run_child(spec, **overrides)
         return ctx
+
+    def _train(self, spec: ResolvedSpec, ctx: TrainContext) -> None:
+        """The method's training, in the train window; the budget is enforced by ``ctx``."""
+        ctx.clock.switch(Phase.TRAIN)
+        method = registry().method(spec.method)(ctx.hp)
+        refusal = method.check_model(ctx.model)
+        if refusal:
+            raise RuntimeError(f"method {spec.method!r} refuses this model: {refusal}")
+        if any(p.requires_grad for p in ctx.model.parameters()) or method.fits_fixed_models or method.search:
+            method.train(ctx)
+            if ctx.ledger.steps and not ctx.ledger.reported:
+                raise RunFailed(f"method {spec.method!r} took {ctx.ledger.steps} steps of batches but never "
+                                "called ctx.step(loss): report each step so its updates are counted")
+        else:  # a fixed forecaster (seasonal-naive, a profile): nothing to train, evaluate as is
+            ctx.record(training_skipped="no trainable parameters")
+        if self.dist.world_size > 1:
+            ctx.record(param_spread_over_ranks=parameter_spread(ctx.model))
+
+    def _check_reads(self, spec: ResolvedSpec, ctx: TrainContext) -> str:
+        """Fail a run that sets a parameter nothing read (it changes the key and nothing else)."""
+        reg = registry()
+        unread = [f"method {spec.method!r} parameter {n!r}"
+                  for n in unread_params(ctx.hp, reg.method(spec.method).params)]
+        unread += [f"task {spec.task!r} parameter {n!r}"
+                   for n in unread_params(ctx.task.hp, reg.task(spec.task).params)]
+        if unread and not ctx.ledger.adopted:
+            raise RunFailed(f"{', '.join(unread)} set but never read by the run: remove it, or make "
+                            "the code read it")
+        return json.dumps({"task": sorted(ctx.task.hp.read & set(spec.task_params)),
+                           "method": sorted(ctx.hp.read & set(spec.method_params))})
 
     def _final_metrics(self, ctx: TrainContext) -> dict[str, Any]:
         task_cls = type(ctx.task)
         val = evaluate_model(ctx.task, ctx.model, "val")
         test = evaluate_model(ctx.task, ctx.model, "test")
-        if not ctx.curves or ctx.curves[-1]["step"] != ctx.steps:
-            train_s, train_j = ctx.clock.seconds["train"], ctx.clock.total_j("train")
-            ctx.curves.append({"split": "val", "step": ctx.steps, "epoch": ctx.epoch,
-                               "samples": ctx.samples, "train_s": train_s,
-                               "train_energy_j": train_j, "metrics_json": val})
-            ctx._check_target(val, train_s, train_j)
+        ledger = ctx.ledger
+        if not ledger.curves or ledger.curves[-1]["step"] != ledger.steps:
+            train_s, train_j = ctx.clock.train_so_far()
+            ledger.point("val", val, train_s, train_j)
+            ctx.check_target(val, train_s, train_j)
         primary = test.get(task_cls.primary_metric)
         out: dict[str, Any] = {
             "primary_value": primary,
@@ -167,8 +198,9 @@ class Runner:
         out.update({f"val_{k}": v for k, v in val.items()})
         return out
 
-    def _costs(self, spec: ResolvedSpec, clock: PhaseClock, ctx: TrainContext | None,
+    def _costs(self, spec: ResolvedSpec, ledger: Ledger, ctx: TrainContext | None,
                wall_s: float, device: torch.device) -> dict[str, Any]:
+        clock = ledger.clock
         train = clock.joules["train"]
         sources = clock.sources
         estimated = any(s.startswith("estimate") for s in sources.values()) if sources else None
@@ -197,18 +229,18 @@ class Runner:
         out.update(peak_mem_bytes=peak, peak_mem_source=source)
         if ctx is not None:
             batch = ctx.task.batch_size
-            out.update(samples=ctx.samples, gradient_updates=ctx.gradient_updates, steps=ctx.steps,
-                       epochs=ctx.epoch, local_batch=batch, global_batch=batch * spec.world_size,
+            out.update(samples=ledger.samples, gradient_updates=ledger.gradient_updates, steps=ledger.steps,
+                       epochs=ledger.epoch, local_batch=batch, global_batch=batch * spec.world_size,
                        n_trainable_params=sum(p.numel() for p in ctx.model.parameters() if p.requires_grad))
-            if ctx.target_hit:
-                out.update(reached_target=True, time_to_target_s=ctx.target_hit[0],
-                           energy_to_target_j=ctx.target_hit[1])
+            if ledger.target_hit:
+                out.update(reached_target=True, time_to_target_s=ledger.target_hit[0],
+                           energy_to_target_j=ledger.target_hit[1])
             elif type(ctx.task).presets[spec.preset].target is not None:
                 out["reached_target"] = False
-            if ctx.stats:
-                out["extra_json"] = json.dumps(ctx.stats, sort_keys=True, default=str)
-                out.update({f"x_{k}": v for k, v in ctx.stats.items()
-                            if isinstance(v, (int, float, str, bool))})
+        if ledger.stats:
+            out["extra_json"] = json.dumps(ledger.stats, sort_keys=True, default=str)
+            out.update({f"x_{k}": v for k, v in ledger.stats.items()
+                        if isinstance(v, (int, float, str, bool))})
         return out
 
     def _start_search_afresh(self, spec: ResolvedSpec) -> bool:
@@ -248,6 +280,11 @@ class Runner:
         # a trial is a single-process run of its own, whichever rank of a search runs it
         runner = Runner(self.store, self.meter, region=self.intensity.region, store_rows=self.store_rows)
         return runner.run(child)
+
+
+def one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0] if text else ''}"
 
 
 def parameter_spread(model: torch.nn.Module) -> float | None:
@@ -290,12 +327,6 @@ def adopted_metrics(row: dict[str, Any]) -> dict[str, Any]:
     out.update({f"metric_{k}": v for k, v in metrics.get("test", {}).items()})
     out.update({f"val_{k}": v for k, v in metrics.get("val", {}).items()})
     return out
-
-
-def _hyper(values: dict[str, Any]):
-    from joulebench.harness.task import Hyper
-
-    return Hyper(values)
 
 
 def summarize_sources(sources: dict[str, str]) -> str | None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from enum import StrEnum
 from typing import Any
 
 import pyarrow as pa
@@ -76,7 +77,19 @@ SCHEMAS: dict[int, dict[str, pa.Schema]] = {1: {"runs": RUNS_V1, "curves": CURVE
 """The core columns of every schema version a reader accepts (prefixed columns come on top)."""
 
 PREFIXES = ("p_", "metric_", "val_", "x_")
-STATUSES = ("ok", "failed", "diverged", "timeout", "crashed")
+
+
+class Status(StrEnum):
+    """How a run attempt ended; only ``ok`` counts as done."""
+
+    OK = "ok"
+    FAILED = "failed"
+    DIVERGED = "diverged"
+    TIMEOUT = "timeout"
+    CRASHED = "crashed"
+
+
+STATUSES = tuple(s.value for s in Status)
 
 
 def _dynamic_type(value: Any) -> pa.DataType:

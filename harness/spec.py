@@ -1,8 +1,12 @@
 """RunSpec (what a user asks for) and its resolution into a fully specified run with a run_key.
 
-The run_key hashes the *resolved* spec (every default filled in), the source of the task and method
-plugins and the harness version: the same key means the same experiment, so a campaign can skip
-keys that are already stored, and editing a method's code makes its old results stale by design.
+The run_key hashes exactly what determines a result (``IDENTITY``): task, preset, the parameters
+that apply, budget, seed, world size, device kind, evaluation cadence, parent search, the source
+of the experiment's import closure, the input data's content and the hardware class. Campaign
+name and timeout are labels stored in the row, never identity: the same experiment under two
+campaigns is one key, so the second skips it. ``cell_key`` is the key without the seed (one
+leaderboard cell); ``lineage_key`` is the cell without the code (the same configuration across
+code versions, so the leaderboard can mark cells of older code).
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from joulebench.harness import __version__
+from joulebench.harness import __version__, identity
 from joulebench.harness.params import SpecError, resolve_params
 
 
@@ -38,7 +42,7 @@ class RunSpec(BaseModel):
     preset: str = "tiny"
     task_params: dict[str, Any] = Field(default_factory=dict)
     method_params: dict[str, Any] = Field(default_factory=dict)
-    seed: int = 0
+    seed: int = Field(default=0, ge=0, le=2**63 - 1)
     budget: Budget | None = None
     device: Literal["cpu", "cuda", "auto"] = "cpu"
     world_size: int = Field(default=1, ge=1)
@@ -46,6 +50,8 @@ class RunSpec(BaseModel):
     eval_every: int | None = Field(default=None, gt=0)
     timeout_s: float | None = Field(default=None, gt=0)
     parent_key: str | None = None
+    hardware: str | None = None
+    """The hardware class, when the driver cannot see the node (a SLURM campaign's pin)."""
 
     @field_validator("task", "method")
     @classmethod
@@ -92,19 +98,45 @@ class ResolvedSpec(BaseModel):
     eval_every: int | None
     timeout_s: float
     parent_key: str | None
-    source_hash: str
+    code_hash: str
+    data_fingerprint: str | None
+    hardware_class: str
     harness_version: str = __version__
 
     @property
     def run_key(self) -> str:
-        return run_key(self)
+        return _digest(self.identity())
+
+    @property
+    def cell_key(self) -> str:
+        return _digest({k: v for k, v in self.identity().items() if k != "seed"})
+
+    @property
+    def lineage_key(self) -> str:
+        return _digest({k: v for k, v in self.identity().items() if k not in ("seed", "code_hash")})
+
+    def identity(self) -> dict[str, Any]:
+        """The fields that make two runs the same experiment (labels left out)."""
+        return {"key_scheme": KEY_SCHEME, **self.model_dump(mode="json", include=set(IDENTITY))}
 
     def canonical(self) -> str:
         return json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
 
 
+KEY_SCHEME = "v2"
+IDENTITY = ("task", "method", "preset", "task_params", "method_params", "seed", "budget", "device",
+            "world_size", "eval_every", "parent_key", "code_hash", "data_fingerprint", "hardware_class")
+LABELS = ("campaign", "timeout_s", "harness_version")
+"""Stored with the row, never part of the key (results directory and host are not in the spec)."""
+
+
+def _digest(fields: dict[str, Any]) -> str:
+    text = json.dumps(fields, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
 def run_key(spec: ResolvedSpec) -> str:
-    return hashlib.sha256(spec.canonical().encode()).hexdigest()[:20]
+    return spec.run_key
 
 
 def resolve(spec: RunSpec) -> ResolvedSpec:
@@ -125,15 +157,7 @@ def resolve(spec: RunSpec) -> ResolvedSpec:
     if reason:
         raise SpecError(f"method {spec.method!r} cannot train task {spec.task!r}: {reason}")
     budget = spec.budget if spec.budget and not spec.budget.is_empty() else Budget(**preset.budget)
-    device = spec.device
-    if device != "cpu":
-        import torch
-
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif not torch.cuda.is_available():
-            raise SpecError("device 'cuda' was asked for but no CUDA device is visible here; "
-                            "use --device cpu or auto")
+    device = _device(spec.device)
     return ResolvedSpec(
         task=spec.task, method=spec.method, preset=spec.preset,
         task_params=task_hp, method_params=method_hp, seed=spec.seed, budget=budget,
@@ -141,5 +165,20 @@ def resolve(spec: RunSpec) -> ResolvedSpec:
         eval_every=spec.eval_every or preset.eval_every,
         timeout_s=spec.timeout_s or preset.timeout_s * reg.timeout_factor(spec.method, method_hp),
         parent_key=spec.parent_key,
-        source_hash=reg.source_hash(spec.task, spec.method),
+        code_hash=reg.code_hash(spec.task, spec.method, method_hp),
+        data_fingerprint=identity.data_fingerprint(reg.data_files(spec.task, task_hp, spec.preset)),
+        hardware_class=spec.hardware or identity.hardware_class(device, spec.world_size),
     )
+
+
+def _device(asked: str) -> str:
+    if asked == "cpu":
+        return asked
+    import torch
+
+    if asked == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if not torch.cuda.is_available():
+        raise SpecError("device 'cuda' was asked for but no CUDA device is visible here; "
+                        "use --device cpu or auto")
+    return asked

@@ -1,21 +1,25 @@
-"""The result store: one Parquet file per run, written atomically, queried through DuckDB views.
+"""The result store: one immutable Parquet file per attempt, merged into parts, read through DuckDB.
 
 Layout under the results directory::
 
-    runs/task=<task>/<run_key>.parquet       one row per run (written last: the "done" marker)
-    curves/task=<task>/<run_key>.parquet     one row per evaluation point
-    runs/compacted/part-<id>.parquet         merged by ``joulebench compact``
+    runs/task=<task>/<run_key>.<attempt_id>.<status>.parquet   one row per attempt (written last)
+    curves/task=<task>/<run_key>.<attempt_id>.<status>.parquet one row per evaluation point
+    <table>/compacted/part-<id>.parquet                        merged by ``joulebench compact``
+    claims/<run_key>.claim, .locks/compact.lock                lock files (``store_lock``)
+    quarantine/...                                             files that broke the schema, with reasons
 
-A file is written to a temporary name and renamed, so a reader never sees half a file. A re-run of
-the same run_key replaces its file; views keep the newest row per run_key, so a key present both
-in a compacted part and in a newer per-run file reads once.
+The one rule: no operation deletes or replaces a file whose exact content it did not read and
+supersede. Writers never replace a file (each attempt has its own name); compaction deletes only
+sources still identical to what it merged (``store_compact``); readers list loose files before
+parts, and compaction writes a part before it removes its sources, so a reader that meets a
+vanished file lists again and never sees a store with results missing.
 """
 
 from __future__ import annotations
 
-import os
+import functools
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,197 +28,298 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from joulebench.harness.schema import CURVES, RUNS, to_table
+from joulebench.harness.params import SpecError
+from joulebench.harness.schema import CURVES, PREFIXES, RUNS, SCHEMAS, to_table
+from joulebench.harness.store_files import (
+    Identity,
+    attempt_name,
+    identity,
+    looks_like_parquet,
+    loose_files,
+    parse_name,
+    part_files,
+    safe_segment,
+    sql_list,
+    write_atomic,
+)
+from joulebench.harness.store_guard import FutureSchema, check_file, quarantine, tag, violation
+from joulebench.harness.store_lock import LockFile
+from joulebench.harness.store_views import LEADERBOARD_VIEW, VIEWS
+
+__all__ = ["Store", "StoreError", "write_atomic", "sql_list", "looks_like_parquet", "LEADERBOARD_VIEW"]
 
 TABLES = {"runs": RUNS, "curves": CURVES}
 QUERY_ERRORS = (duckdb.BinderException, duckdb.ParserException, duckdb.CatalogException,
                 duckdb.ConversionException)
+READ_TRIES = 6
+"""Listings retried when files vanish under a query (each compaction moves files once)."""
 
 
-def write_atomic(table: pa.Table, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        pq.write_table(table, tmp, compression="zstd")
-        with open(tmp, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+DYNAMIC_DUCK_TYPES = ("DOUBLE", "VARCHAR", "BOOLEAN", "BIGINT")
 
 
-def looks_like_parquet(path: Path) -> bool:
-    """A cheap structural check (magic bytes and footer length) that catches truncated files."""
-    try:
-        size = path.stat().st_size
-        if size < 12:
-            return False
-        with open(path, "rb") as fh:
-            if fh.read(4) != b"PAR1":
-                return False
-            fh.seek(-8, os.SEEK_END)
-            tail = fh.read(8)
-        footer = int.from_bytes(tail[:4], "little")
-        return tail[4:] == b"PAR1" and 0 < footer <= size - 12
-    except OSError:
-        return False
+@functools.cache
+def _duck_types(table: str) -> dict[str, str]:
+    """DuckDB's names of the types of every column any schema version gives ``table``."""
+    con, out = duckdb.connect(), {}
+    for version in sorted(SCHEMAS):
+        con.register("_empty", SCHEMAS[version][table].empty_table())
+        out.update({r[0]: r[1] for r in con.execute("DESCRIBE _empty").fetchall()})
+    return out
 
 
-def sql_list(paths: list[Path]) -> str:
-    """A DuckDB list literal of file names (DDL cannot take bound parameters)."""
-    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"
+class StoreError(SpecError):
+    """A row that cannot be stored, or a store that cannot be written (full disk); one line."""
 
 
-def _safe_segment(value: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in value) or "_"
+Claim = LockFile
+"""A claim on one run_key (see ``Store.claim``)."""
 
 
 @dataclass
 class Store:
     root: Path
+    before_write: Callable[[], None] | None = None
+    """Called before every write (a worker checks that its driver is still alive)."""
     bad_files: list[tuple[Path, str]] = field(default_factory=list)
     deep_check: bool = False
     """Read every file whole before using it (set after a query met damaged data)."""
+    _checked: dict[Path, tuple[Identity, str | None]] = field(default_factory=dict, repr=False)
 
     def __post_init__(self) -> None:
         self.root = Path(self.root)
 
     # -- writing ------------------------------------------------------------------------------
-    def path_for(self, table: str, task: str, run_key: str) -> Path:
-        return self.root / table / f"task={_safe_segment(task)}" / f"{run_key}.parquet"
+    def attempt_path(self, table: str, task: str, run_key: str, attempt_id: str, status: str) -> Path:
+        return self.root / table / f"task={safe_segment(task)}" / attempt_name(run_key, attempt_id, status)
+
+    def loose_attempts(self, task: str, run_key: str) -> list[Path]:
+        """The key's attempt files not yet merged into a part."""
+        folder = self.root / "runs" / f"task={safe_segment(task)}"
+        return sorted(folder.glob(f"{safe_segment(run_key)}.*.parquet"))
 
     def write_run(self, row: dict[str, Any], curves: list[dict[str, Any]] | None = None) -> Path:
-        task, key = row["task"], row["run_key"]
+        """Store one attempt (a new file; nothing is replaced). Fills ``attempt_id`` when unset."""
+        if self.before_write:
+            self.before_write()
+        attempt = row.get("attempt_id") or uuid.uuid4().hex
+        row = {**row, "attempt_id": attempt}
+        task, key, status = row["task"], row["run_key"], row.get("status") or "failed"
+        run_table = self._table([row], RUNS, "runs", key)
         if curves:
-            write_atomic(to_table(curves, CURVES), self.path_for("curves", task, key))
-        path = self.path_for("runs", task, key)
-        write_atomic(to_table([row], RUNS), path)
+            points = self._table([{**c, "attempt_id": attempt} for c in curves], CURVES, "curves", key)
+            self._write(points, self.attempt_path("curves", task, key, attempt, status))
+        path = self.attempt_path("runs", task, key, attempt, status)
+        self._write(run_table, path)
         return path
 
-    # -- reading ------------------------------------------------------------------------------
+    def _table(self, rows: list[dict[str, Any]], schema: pa.Schema, name: str, key: str) -> pa.Table:
+        try:
+            table = to_table(rows, schema)
+        except (OverflowError, pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError) as exc:
+            raise StoreError(f"run {key} cannot be stored: {str(exc).splitlines()[0]}") from None
+        why = violation(table.schema, 2, name)
+        if why:
+            raise StoreError(f"run {key} cannot be stored: {why}")
+        return tag(table)
+
+    def _write(self, table: pa.Table, path: Path) -> None:
+        try:
+            write_atomic(table, path)
+        except OSError as exc:
+            raise StoreError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    # -- claims -------------------------------------------------------------------------------
+    def claim(self, run_key: str, owner: str | None = None, stale_s: float = 600.0,
+              heartbeat_s: float = 30.0) -> Claim | None:
+        """Claim a run before starting it; None when another driver holds a live claim.
+
+        Drivers (``cluster.local``; SLURM array tasks in ``cluster.array``) call::
+
+            claim = store.claim(spec.run_key, owner)
+            if claim is None or spec.run_key in store.stored_keys():
+                skip                     # someone else runs it, or ran it meanwhile
+            with claim:                  # heartbeat every heartbeat_s; released on exit
+                run it
+
+        A claim whose owner died (same host) or stopped beating for ``stale_s`` is taken over.
+        """
+        lock = LockFile(self.root / "claims" / f"{safe_segment(run_key)}.claim", owner, stale_s, heartbeat_s)
+        return lock if lock.acquire() else None
+
+    # -- listing and checking -----------------------------------------------------------------
     def files(self, table: str) -> list[Path]:
-        """Readable files of a table; broken ones are listed in ``bad_files`` and left out."""
+        """Readable, conforming files of a table, loose ones listed before parts (see the module
+        docstring); broken ones are listed in ``bad_files``, non-conforming ones quarantined."""
         base = self.root / table
-        if not base.is_dir():
-            return []
-        good = []
-        for path in sorted(base.rglob("*.parquet")):
-            if path.name.startswith("."):
-                continue
-            if looks_like_parquet(path):
-                good.append(path)
+        listed = loose_files(base) + part_files(base)
+        if listed and not self.deep_check and self._conform_together(listed, table):
+            return listed
+        return [p for p in listed if self._usable(p, table)]
+
+    def _conform_together(self, files: list[Path], table: str) -> bool:
+        """One DuckDB pass over all footers (5x faster than one file at a time): if the union has
+        exactly the schema's types, every file does (a wrong-typed file widens its column, a file
+        of another version brings unknown columns); otherwise each file is checked alone."""
+        try:
+            got = duckdb.connect().execute(f"DESCRIBE SELECT * FROM read_parquet({sql_list(files)}, "
+                                           "union_by_name=true, hive_partitioning=false)").fetchall()
+        except duckdb.Error:
+            return False  # damaged or vanished files: the file-by-file path finds them
+        want = _duck_types(table)
+        return all(want.get(name) == typ if name in want else
+                   name.startswith(PREFIXES) and typ in DYNAMIC_DUCK_TYPES for name, typ, *_ in got)
+
+    def loose(self, table: str) -> list[Path]:
+        """Conforming loose (not yet merged) files of a table."""
+        listed = loose_files(self.root / table)
+        if listed and self._conform_together(listed, table):
+            return listed
+        return [p for p in listed if self._usable(p, table)]
+
+    def _usable(self, path: Path, table: str) -> bool:
+        ident = identity(path)
+        if ident is None:
+            return False  # gone since listed: merged into a part listed after it
+        cached = self._checked.get(path)
+        if cached and cached[0] == ident:
+            return cached[1] is None
+        why: str | None
+        if not looks_like_parquet(path):
+            why = "not a complete Parquet file (truncated or overwritten?)"
+        else:
+            try:
+                why = check_file(path, table)
+            except FileNotFoundError:
+                return False
+            except FutureSchema as exc:
+                why = str(exc)
             else:
-                self._bad(path, "not a complete Parquet file (truncated or overwritten?)")
-        return good
+                if why and not why.startswith("unreadable"):
+                    moved = quarantine(self.root, path, why)
+                    why = f"quarantined to {moved}: {why}" if moved else None
+                    if moved is None:
+                        return False
+        self._checked[path] = (ident, why)
+        if why:
+            self._bad(path, why)
+        return why is None
 
     def _bad(self, path: Path, why: str) -> None:
         if all(p != path for p, _ in self.bad_files):
             self.bad_files.append((path, why))
 
-    def stored_keys(self, statuses: Iterable[str] = ("ok",)) -> set[str]:
-        """Run keys already stored with one of ``statuses`` (failures are never cached as done)."""
-        con = self.connect()
-        marks = ",".join("?" for _ in statuses)
-        rows = self.execute(f"SELECT run_key FROM runs WHERE status IN ({marks})", list(statuses),
-                            con=con).fetchall()
-        return {r[0] for r in rows}
-
-    def execute(self, sql: str, params: list | None = None,
-                con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
-        """Run a query over the views; if a file turns out damaged inside, skip it and retry once."""
-        con = con or self.connect()
-        try:
-            return con.execute(sql, params or [])
-        except QUERY_ERRORS:
-            raise  # the query itself is wrong: no file is to blame
-        except duckdb.Error:
-            self.deep_check = True
-            return self.connect(con).execute(sql, params or [])
-
-    def connect(self, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
-        """A DuckDB connection with views ``runs``, ``curves`` and ``leaderboard``."""
-        con = con or duckdb.connect()
-        for name, schema in TABLES.items():
-            files = self._verified(name, self.files(name))
-            con.execute(f"DROP VIEW IF EXISTS {name}_all")
-            if files:
-                con.execute(f"CREATE VIEW {name}_all AS SELECT * FROM "
-                            f"read_parquet({sql_list(files)}, union_by_name=true, hive_partitioning=false)")
-            else:
-                con.register(f"_{name}_empty", schema.empty_table())
-                con.execute(f"CREATE VIEW {name}_all AS SELECT * FROM _{name}_empty")
-        con.execute("""CREATE OR REPLACE VIEW runs AS SELECT * FROM runs_all
-                       QUALIFY row_number() OVER (PARTITION BY run_key ORDER BY finished_at DESC) = 1""")
-        con.execute("""CREATE OR REPLACE VIEW curves AS SELECT c.* FROM curves_all c
-                       JOIN runs r ON c.run_key = r.run_key AND c.run_started_at = r.started_at""")
-        con.execute(LEADERBOARD_VIEW)
-        return con
-
-    def _verified(self, table: str, files: list[Path]) -> list[Path]:
-        """Let DuckDB read every footer once; on failure find the broken files and leave them out."""
-        if not files:
-            return files
-        try:
-            if self.deep_check:
-                raise duckdb.Error("deep check requested")
-            duckdb.connect().execute("SELECT count(*) FROM read_parquet(?, union_by_name=true, hive_partitioning=false)",
-                                     [[str(f) for f in files]]).fetchone()
-            return files
-        except duckdb.Error:
-            pass
+    def _deep_verified(self, files: list[Path]) -> list[Path]:
+        """The slow path after a query met damaged data: read each file whole."""
         good = []
         for path in files:
             try:
                 pq.read_table(path)
                 good.append(path)
+            except FileNotFoundError:
+                continue
             except Exception as exc:  # pyarrow raises several types for damaged files
+                self._checked[path] = (identity(path) or Identity(0, 0, 0), "damaged")
                 self._bad(path, f"unreadable: {str(exc).splitlines()[0]}")
         return good
 
-    # -- compaction ---------------------------------------------------------------------------
-    def compact(self) -> dict[str, int]:
-        """Merge every readable file of each table into one part; returns rows per table.
+    # -- reading ------------------------------------------------------------------------------
+    def stored_keys(self, statuses: Iterable[str] = ("ok",)) -> set[str]:
+        """Run keys with an attempt of one of ``statuses`` (failures are never cached as done).
 
-        The merged part is written (atomically) before any source file is removed, so a crash in
-        between leaves duplicates that the views and the next compaction resolve, never a loss.
-        """
-        counts = {}
-        for name in TABLES:
-            files = self._verified(name, self.files(name))
+        Loose files answer by their names (no file opened); parts by two columns."""
+        wanted = set(statuses)
+        keys: set[str] = set()
+        legacy: list[Path] = []
+        for path in loose_files(self.root / "runs"):
+            info = parse_name(path.name)
+            if info.status is None:
+                legacy.append(path)
+            elif info.status in wanted:
+                keys.add(info.run_key)
+        for _ in range(READ_TRIES):
+            files = [p for p in legacy if self._usable(p, "runs")] + \
+                    [p for p in part_files(self.root / "runs") if self._usable(p, "runs")]
             if not files:
-                counts[name] = 0
-                continue
-            order = "finished_at" if name == "runs" else "run_started_at"
-            # runs keep the newest row per key; curves keep every point of the newest run per key
-            rank = "row_number()" if name == "runs" else "dense_rank()"
-            part = duckdb.connect().sql(
-                f"SELECT * FROM read_parquet({sql_list(files)}, union_by_name=true, hive_partitioning=false) "
-                f"QUALIFY {rank} OVER (PARTITION BY run_key ORDER BY {order} DESC) = 1").to_arrow_table()
-            write_atomic(part, self.root / name / "compacted" / f"part-{uuid.uuid4().hex[:12]}.parquet")
-            for path in files:
-                path.unlink(missing_ok=True)
-            counts[name] = part.num_rows
-        return counts
+                return keys
+            marks = ",".join("?" for _ in wanted)
+            try:
+                rows = duckdb.connect().execute(
+                    f"SELECT DISTINCT run_key FROM read_parquet({sql_list(files)}, union_by_name=true, "
+                    f"hive_partitioning=false) WHERE status IN ({marks})", list(wanted)).fetchall()
+                return keys | {r[0] for r in rows}
+            except duckdb.IOException:
+                legacy = [p for p in legacy if p.exists()]  # a legacy file merged: its part is listed next
+        raise StoreError(f"the store at {self.root} kept changing under {READ_TRIES} reads; try again")
 
+    def has_ok(self, task: str, run_key: str, parts_since: float | None = None) -> bool:
+        """Whether the key has an ok attempt in a loose file, or in a part written after
+        ``parts_since`` (a driver re-checks this cheaply before each run; see ``claim``)."""
+        folder = self.root / "runs" / f"task={safe_segment(task)}"
+        if any(folder.glob(f"{safe_segment(run_key)}.*.ok.parquet")):
+            return True
+        parts = [p for p in part_files(self.root / "runs")
+                 if parts_since is None or p.stat().st_mtime >= parts_since]
+        parts = [p for p in parts if self._usable(p, "runs")]
+        if not parts:
+            return False
+        hit = duckdb.connect().execute(
+            f"SELECT count(*) FROM read_parquet({sql_list(parts)}, union_by_name=true, hive_partitioning=false) "
+            "WHERE run_key = ? AND status = 'ok'", [run_key]).fetchone()[0]
+        return hit > 0
 
-LEADERBOARD_VIEW = """
-CREATE OR REPLACE VIEW leaderboard AS
-SELECT task, preset, method, model, method_params, task_params,
-       any_value(primary_metric) AS primary_metric,
-       any_value(higher_is_better) AS higher_is_better,
-       count(*) AS seeds,
-       median(primary_value) AS primary_median,
-       quantile_cont(primary_value, 0.25) AS primary_q25,
-       quantile_cont(primary_value, 0.75) AS primary_q75,
-       median(train_energy_j) AS train_energy_j,
-       string_agg(DISTINCT energy_source, ' | ') AS energy_source,
-       bool_or(energy_estimated) AS energy_estimated,
-       median(train_s) AS train_s,
-       median(co2_g) AS co2_g,
-       median(device_hours) AS device_hours,
-       median(train_energy_j / nullif(samples, 0)) AS joules_per_sample,
-       median(time_to_target_s) AS time_to_target_s,
-       median(energy_to_target_j) AS energy_to_target_j
-FROM runs WHERE status = 'ok' AND parent_key IS NULL
-GROUP BY task, preset, method, model, method_params, task_params
-"""
+    def execute(self, sql: str, params: list | None = None,
+                con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+        """Run a query over the views; files vanishing (compaction) or damaged inside are met by
+        listing again (and skipping damaged files), never by an error or an empty answer."""
+        con = con or self.connect()
+        for attempt in range(READ_TRIES):
+            try:
+                return con.execute(sql, params or [])
+            except QUERY_ERRORS:
+                raise  # the query itself is wrong: no file is to blame
+            except duckdb.Error as exc:
+                if attempt == READ_TRIES - 1:
+                    raise StoreError(f"query failed after {READ_TRIES} reads: {str(exc).splitlines()[0]}") \
+                        from None
+                if not isinstance(exc, duckdb.IOException):
+                    self.deep_check = True
+                con = self.connect(con)
+        raise AssertionError("unreachable")
+
+    def connect(self, con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with views ``attempts``, ``runs``, ``curves`` and ``leaderboard``."""
+        con = con or duckdb.connect()
+        for attempt in range(READ_TRIES):
+            try:
+                return self._views(con)
+            except duckdb.IOException:
+                if attempt == READ_TRIES - 1:
+                    raise StoreError(f"the store at {self.root} kept changing under {READ_TRIES} reads; "
+                                     "try again") from None
+        raise AssertionError("unreachable")
+
+    def _views(self, con: duckdb.DuckDBPyConnection) -> duckdb.DuckDBPyConnection:
+        for name, schema in TABLES.items():
+            files = self.files(name)
+            if self.deep_check:
+                files = self._deep_verified(files)
+            con.register(f"_{name}_empty", schema.empty_table())
+            source = f"SELECT * FROM _{name}_empty"
+            if files:
+                source = (f"SELECT * FROM read_parquet({sql_list(files)}, union_by_name=true, "
+                          f"hive_partitioning=false) UNION ALL BY NAME {source}")
+            con.execute(f"CREATE OR REPLACE VIEW {name}_all AS {source}")
+        for view in VIEWS:
+            con.execute(view)
+        return con
+
+    # -- compaction ---------------------------------------------------------------------------
+    def compact(self, files_per_part: int = 50_000, memory_limit: str = "1GB") -> dict[str, int]:
+        """Merge loose files into new parts (never rewriting old ones); rows merged per table.
+
+        See ``store_compact`` for the lock and the identity rule."""
+        from joulebench.harness.store_compact import compact
+
+        return compact(self, files_per_part, memory_limit)
+

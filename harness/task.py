@@ -9,9 +9,10 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from joulebench.harness.params import Param
+from joulebench.harness.params import Hyper, Param
 
 if TYPE_CHECKING:  # torch is imported where a run needs it, not to list or resolve tasks
     import torch
@@ -56,16 +57,6 @@ class Preset:
     description: str = ""
 
 
-class Hyper(dict):
-    """Resolved parameter values, readable as ``hp.lr`` or ``hp["lr"]``."""
-
-    def __getattr__(self, name: str) -> Any:
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
-
-
 class Task:
     """Base class of every task. Subclasses set the class attributes and implement the methods.
 
@@ -86,7 +77,7 @@ class Task:
 
     def __init__(self, hp: Mapping[str, Any], preset: str, seed: int, device: torch.device,
                  rank: int = 0, world_size: int = 1) -> None:
-        self.hp = Hyper(hp)
+        self.hp = hp if isinstance(hp, Hyper) else Hyper(hp)
         self.preset = preset
         self.seed = seed
         self.device = device
@@ -155,6 +146,16 @@ class Task:
 
         return DataLoader(data, batch_size=batch_size or self.batch_size, shuffle=False,
                           **self.loader_options(train=False))
+
+    data_params: ClassVar[tuple[str, ...]] = ()
+    """Parameters that name files on the user's disk; only when one is set is ``data_files``
+    asked (so resolving a spec on generated data imports nothing of the task)."""
+
+    @classmethod
+    def data_files(cls, hp: Mapping[str, Any], preset: str) -> list[Path]:
+        """Files or directories on the user's disk this run reads (their content enters the
+        run_key). Generated data needs none: the code that generates it is in the key."""
+        return []
 
     @classmethod
     def capabilities_for(cls, hp: Mapping[str, Any]) -> frozenset[str]:

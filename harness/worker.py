@@ -17,6 +17,7 @@ import atexit
 import multiprocessing as mp
 import os
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable
@@ -24,19 +25,41 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from joulebench.harness.identity import new_attempt_id
 from joulebench.harness.spec import ResolvedSpec
 
 SUMMARY_KEYS = ("run_key", "task", "method", "preset", "seed", "status", "error", "primary_metric",
-                "primary_value", "wall_s", "train_s", "train_energy_j", "energy_source",
-                "energy_estimated", "co2_g", "samples", "gradient_updates")
+                "primary_value", "wall_s", "train_s", "train_energy_j", "total_energy_j", "energy_source",
+                "energy_estimated", "co2_g", "samples", "gradient_updates", "params_read",
+                "task_params", "method_params", "model")
 
 
 def summary(row: dict[str, Any]) -> dict[str, Any]:
     return {k: row.get(k) for k in SUMMARY_KEYS}
 
 
+def exit_if_orphaned(parent: int) -> None:
+    """A worker whose driver died leaves at once, storing nothing: the driver's restart runs the
+    run again, and a late row from an orphan must not compete with it (after ``kill -9`` of the
+    driver, 5 of 14 orphans stored a broken-pipe ``failed`` row)."""
+    if os.getppid() != parent:
+        os._exit(0)
+
+
+def watch_parent(parent: int, every_s: float = 0.5) -> None:
+    """A daemon thread that ends this worker when its driver process is gone (Linux, macOS)."""
+    def loop() -> None:
+        while True:
+            exit_if_orphaned(parent)
+            time.sleep(every_s)
+
+    threading.Thread(target=loop, daemon=True, name="joulebench-parent-watch").start()
+
+
 def _worker_main(conn, results: str, plugins: list[str], region: str | None,
-                 threads: int | None = None) -> None:
+                 threads: int | None = None, parent: int | None = None) -> None:
+    parent = parent or os.getppid()
+    watch_parent(parent)
     os.environ.setdefault("TQDM_DISABLE", "1")
     if threads:
         # several workers on one machine: their thread pools must not fight over the cores
@@ -52,7 +75,7 @@ def _worker_main(conn, results: str, plugins: list[str], region: str | None,
     registry(plugins)
     warm_up()
     meters: dict[str, Any] = {}
-    store = Store(Path(results))
+    store = Store(Path(results), before_write=lambda: exit_if_orphaned(parent))
     while True:
         try:
             message = conn.recv()
@@ -62,14 +85,19 @@ def _worker_main(conn, results: str, plugins: list[str], region: str | None,
             for meter in meters.values():
                 meter.close()
             _leave()
-        spec = ResolvedSpec.model_validate_json(message)
+        spec_json, attempt_id = message
+        spec = ResolvedSpec.model_validate_json(spec_json)
+        exit_if_orphaned(parent)
         try:
             if spec.device not in meters:
                 meters[spec.device] = default_meter(spec.device, region)
             def progress(done: int, planned: int | None) -> None:
-                conn.send(("progress", done, planned))
+                try:
+                    conn.send(("progress", done, planned))
+                except OSError:  # broken pipe: the driver is gone, and so is this run
+                    os._exit(0)
 
-            row = Runner(store, meters[spec.device], region=region, progress=progress).run(spec)
+            row = Runner(store, meters[spec.device], region=region, progress=progress).run(spec, attempt_id)
             reply = ("done", summary(row))
         except (BrokenPipeError, EOFError):
             return  # the driver is gone; the row (if any) is already stored
@@ -141,7 +169,8 @@ class Worker:
         # the child leaves when its pipe closes, and close() runs at exit before multiprocessing
         # joins its children
         self._proc = ctx.Process(target=_worker_main, name="joulebench-worker", daemon=False,
-                                 args=(child, str(self.results), self.plugins, self.region, self.threads))
+                                 args=(child, str(self.results), self.plugins, self.region, self.threads,
+                                       os.getpid()))
         self._proc.start()
         child.close()
         self._conn = parent
@@ -154,7 +183,8 @@ class Worker:
         """Run one spec; always returns a summary, and a row is stored whatever happened."""
         self._ensure()
         started, t0 = datetime.now(UTC), time.perf_counter()  # runner.now_utc, without importing torch
-        self._conn.send(spec.model_dump_json())
+        attempt_id = new_attempt_id()
+        self._conn.send((spec.model_dump_json(), attempt_id))
         deadline = t0 + spec.timeout_s + 30.0  # the worker's own start-up is not the run's fault
         while True:
             remaining = deadline - time.perf_counter()
@@ -162,7 +192,7 @@ class Worker:
                 self.kill()
                 return self._store_failure(spec, "timeout",
                                            f"run exceeded its timeout of {spec.timeout_s:.0f} s and was killed",
-                                           started, t0)
+                                           started, t0, attempt_id)
             try:
                 if self._conn.poll(min(remaining, 1.0)):
                     kind, *payload = self._conn.recv()
@@ -172,7 +202,8 @@ class Worker:
                         continue
                     if kind == "done":
                         return payload[0]
-                    return self._store_failure(spec, "crashed", f"harness error: {payload[0]}", started, t0)
+                    return self._store_failure(spec, "crashed", f"harness error: {payload[0]}", started, t0,
+                                               attempt_id)
             except (EOFError, OSError):
                 pass
             if not self._proc.is_alive():
@@ -180,13 +211,14 @@ class Worker:
                 self._proc = None
                 return self._store_failure(spec, "crashed",
                                            f"worker process died with exit code {code} during the run",
-                                           started, t0)
+                                           started, t0, attempt_id)
 
-    def _store_failure(self, spec: ResolvedSpec, status: str, error: str, started, t0: float) -> dict:
+    def _store_failure(self, spec: ResolvedSpec, status: str, error: str, started, t0: float,
+                       attempt_id: str) -> dict:
         from joulebench.harness.runner import failure_row
         from joulebench.harness.store import Store
 
-        row = failure_row(spec, status, error, started, time.perf_counter() - t0)
+        row = failure_row(spec, status, error, started, attempt_id, time.perf_counter() - t0)
         Store(self.results).write_run(row)
         return summary(row)
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -28,7 +27,11 @@ def cmd_leaderboard(args: argparse.Namespace) -> int:
     results = results_dir(args).resolve()
     print(f"leaderboard over {results} on http://{args.address}:{args.port}  (Ctrl-C stops it)", flush=True)
     env = {**os.environ, "JOULEBENCH_RESULTS": str(results)}
-    return subprocess.call(streamlit_command(results, args.port, args.address, args.plugin), env=env)
+    command = streamlit_command(results, args.port, args.address, args.plugin)
+    # exec, not a child: SIGTERM/SIGINT from a service manager or `kill` reach Streamlit itself,
+    # which stops its server and frees the port (a waiting parent would die and orphan it)
+    os.execve(command[0], command, env)
+    return 0  # not reached
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -92,6 +92,38 @@ def truncation_rank(s: torch.Tensor, cutoff: float, floor: int, current: int | N
     return max(min(keep, n), min(floor, n), min(lowest, n))
 
 
+def authors_rank(s: torch.Tensor, cutoff: float) -> int:
+    """The OIALR authors' cut: keep singular values ≥ ``cutoff`` × the one at index ⌊1 % of the
+    rank⌋ (the largest for ranks under 100), never fewer than that index (and at least one)."""
+    n = int(s.numel())
+    if n == 0:
+        return 0
+    floor = int(0.01 * n)
+    reference = s[floor]
+    if reference <= 0:
+        return n
+    return max(int((s >= cutoff * reference).sum().item()), floor, 1)
+
+
+@dataclass(frozen=True)
+class RankCut:
+    """Where a factorised weight's rank is cut. ``rule="authors"`` is :func:`authors_rank`;
+    ``rule="max_cut"`` (the earlier rule, an option) is :func:`truncation_rank` with ``floor``
+    and ``max_cut``."""
+
+    rule: str = "authors"
+    cutoff: float = 0.1
+    floor: int = 1
+    max_cut: float = 1.0
+
+    def keep(self, s: torch.Tensor, current: int | None = None) -> int:
+        if self.rule == "authors":
+            return authors_rank(s, self.cutoff)
+        if self.rule == "max_cut":
+            return truncation_rank(s, self.cutoff, self.floor, current, self.max_cut)
+        raise ValueError(f"unknown rank cut rule {self.rule!r}")
+
+
 class USV(nn.Module):
     """W = U Σ Vᵀ with U (out × r) and V (in × r) frozen buffers and Σ (r × r) trainable (OIALR)."""
 

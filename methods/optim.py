@@ -13,7 +13,7 @@ OPTIMIZER_PARAMS = {
     "optimizer": Param("adam", choices=("sgd", "adam", "adamw")),
     "lr": Param(1e-3, low=1e-6, high=1.0, log=True),
     "weight_decay": Param(0.0, low=0.0, high=0.5),
-    "momentum": Param(0.9, low=0.0, high=0.999, help="SGD only"),
+    "momentum": Param(0.9, low=0.0, high=0.999, help="SGD only", applies={"optimizer": ("sgd",)}),
     "schedule": Param("constant", choices=("constant", "cosine", "halve_per_epoch")),
     "warmup_steps": Param(0, low=0, high=100_000, help="linear warm-up before the schedule"),
     "lr_reference_batch": Param(0, low=0, high=1_000_000,

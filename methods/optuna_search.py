@@ -38,6 +38,10 @@ class OptunaSearch(Method):
     name = "optuna"
     description = "Optuna search (TPE or random) over another method's parameters; trials are child runs"
     search = True
+
+    @classmethod
+    def uses_methods(cls, hp) -> tuple[str, ...]:
+        return (hp["inner"],)
     params = {
         **SEARCH_PARAMS,
         "trials": Param(8, low=1, high=100_000, help="trials run by this worker"),

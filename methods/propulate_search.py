@@ -79,6 +79,10 @@ class PropulateSearch(Method):
     name = "propulate"
     description = "Propulate: asynchronous evolutionary search on MPI islands; trials are child runs"
     search = True
+
+    @classmethod
+    def uses_methods(cls, hp) -> tuple[str, ...]:
+        return (hp["inner"],)
     params = {
         **SEARCH_PARAMS,
         "generations": Param(4, low=1, high=100_000, help="trials evaluated by each worker"),

@@ -1,78 +1,66 @@
 """Pruning: train dense, prune (unstructured or structured) to a density, optionally fine-tune.
 
-Unstructured: global magnitude pruning over the Linear/Conv weights (``torch.nn.utils.prune``),
-masks kept through fine-tuning and made permanent at the end. Structured: channels removed along
-the model's dependency graph with torch-pruning (attention modules registered with their head
-count so heads stay consistent). Output projections are never pruned.
+The setup of the pruning study ("pruning Transformer-based time-series forecasting models",
+abstract in ``shared/seeds/abstracts.txt``; its code was not found in the reference index, so
+this follows the paper's description): several multivariate forecasting models are trained dense,
+pruned unstructured (global magnitude over every weight matrix, attention included) or
+structured (whole heads and channels removed), evaluated with and without fine-tuning over a
+range of sparsities, and compared on error, size, MACs and inference time. Its findings: some
+models can be pruned to high sparsity and beat their dense counterpart, fine-tuning is necessary,
+and structured pruning gives no significant time saving.
 
-Along a schedule (``iterations`` > 1) the density falls geometrically (e.g. 0.8^n) with a share of
-fine-tuning after each cut. Each run reports size (parameters, non-zeros), MACs, inference latency
-(median of warmed-up single-batch runs) and inference energy per sample, measured in the eval
-window so they are not charged to training.
+Here:
+
+* **unstructured** (:mod:`prune_masks`): global magnitude over the prunable set (Linear/Conv
+  weights and all attention projections, ``nn.MultiheadAttention``'s packed ``in_proj_weight``
+  and ``out_proj`` included; the output projection and ``exclude`` layers spared), exactly
+  ``round(density × n)`` weights kept; masks re-applied after every optimiser step.
+* **structured** (:mod:`prune_structure`): ``density`` of the attention heads and FFN channels
+  kept, layers rebuilt smaller (the pruned model runs with fewer MACs).
+* Along a schedule (``iterations`` > 1) the density falls geometrically with a share of
+  fine-tuning after each cut; ``finetune=False`` is the paper's "without fine-tuning" arm.
+* Training and fine-tuning use the shared optimiser parameters, learning-rate ``schedule`` and
+  ``warmup_steps`` included (one schedule over the whole budget; each phase's fresh optimiser,
+  needed because structured pruning changes shapes, continues the schedule where it stood).
+
+The row states the requested density, the actual density over the prunable set and over all
+weights, the prunable share of the weights, parameters, MACs (counted with torch's FLOP
+counter: dense kernels, so unstructured zeros still cost MACs), inference latency (median of
+warmed-up single-batch runs) and inference energy per sample, measured in the eval window so
+they are not charged to training.
 """
 
 from __future__ import annotations
 
+import copy
 import statistics
 import time
+import warnings
 
 import torch
-import torch.nn.utils.prune as torch_prune
 from torch import nn
+from torch.utils.flop_counter import FlopCounterMode
 
 from joulebench.harness.context import TrainContext
 from joulebench.harness.method import Method
 from joulebench.harness.params import Param
 from joulebench.harness.registry import register_method
-from joulebench.methods.optim import OPTIMIZER_PARAMS, make_optimizer
-
-PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d)
-
-
-def prunable_layers(model: nn.Module, exclude: str) -> dict[str, nn.Module]:
-    """Linear/Conv layers except output projections: the last such layer and any whose name
-    contains one of the comma-separated ``exclude`` words."""
-    words = [w.strip() for w in exclude.split(",") if w.strip()]
-    # MultiheadAttention reads its out_proj weight directly, bypassing the Linear's forward and
-    # so the pruning mask's hook: such layers are left to structured (head-aware) pruning
-    inside_attention = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
-    layers = [(n, m) for n, m in model.named_modules()
-              if isinstance(m, PRUNABLE) and id(m) not in inside_attention]
-    if layers:
-        layers = layers[:-1]
-    return {n: m for n, m in layers if not any(w in n for w in words)}
-
-
-def weight_counts(model: nn.Module) -> tuple[int, int]:
-    """(parameters, non-zero parameters), counting masked weights as they act."""
-    total = nonzero = 0
-    for module in model.modules():
-        for name, param in module.named_parameters(recurse=False):
-            base = name[:-5] if name.endswith("_orig") else name
-            value = getattr(module, base) if name.endswith("_orig") else param
-            total += value.numel()
-            nonzero += int(torch.count_nonzero(value))
-    return total, nonzero
+from joulebench.methods.optim import OPTIMIZER_PARAMS, make_optimizer, make_schedule
+from joulebench.methods.prune_masks import Masks, exclude_words, prunable_weights, tensor, weight_counts
+from joulebench.methods.prune_structure import prune_structured
 
 
 def count_macs(model: nn.Module, inputs: tuple) -> float:
-    """Multiply-accumulates of one forward pass, counted per module from its shapes
-    (torch-pruning's counter; attention included).
+    """Multiply-accumulates of one forward pass (torch's FLOP counter / 2: matmuls, attention).
 
-    Counts dense operations: unstructured zeros still cost MACs on dense kernels, which is the
-    point the pruning study makes about unstructured sparsity. (torch's FlopCounterMode was not
-    used: after torch-pruning rewires attention, its batched matmuls escape that counter.)
+    Counted on a copy in training mode under ``no_grad``: in eval mode PyTorch's fused
+    Transformer fast path would escape the counter; the copy keeps BatchNorm statistics intact.
     """
-    import torch_pruning as tp
-
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            macs, _ = tp.utils.count_ops_and_params(model, inputs)
-    finally:
-        model.train(was_training)
-    return float(macs)
+    probe = copy.deepcopy(model).train()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        probe(*inputs)
+    return counter.get_total_flops() / 2.0
 
 
 def latency(model: nn.Module, inputs: tuple, repeats: int, warmup: int = 5) -> float:
@@ -89,22 +77,6 @@ def latency(model: nn.Module, inputs: tuple, repeats: int, warmup: int = 5) -> f
     return statistics.median(times)
 
 
-def prune_unstructured(layers: dict[str, nn.Module], density: float) -> None:
-    torch_prune.global_unstructured([(m, "weight") for m in layers.values()],
-                                    pruning_method=torch_prune.L1Unstructured, amount=1.0 - density)
-
-
-def prune_structured(model: nn.Module, example: tuple, layers: dict[str, nn.Module], ratio: float) -> None:
-    import torch_pruning as tp
-
-    keep = set(map(id, layers.values()))
-    ignored = [m for m in model.modules() if isinstance(m, PRUNABLE) and id(m) not in keep]
-    heads = {m: m.num_heads for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
-    pruner = tp.pruner.MagnitudePruner(model, example, importance=tp.importance.MagnitudeImportance(p=2),
-                                       pruning_ratio=ratio, ignored_layers=ignored, num_heads=heads)
-    pruner.step()
-
-
 @register_method
 class Prune(Method):
     name = "prune"
@@ -112,56 +84,75 @@ class Prune(Method):
     params = {
         **OPTIMIZER_PARAMS,
         "kind": Param("unstructured", choices=("unstructured", "structured")),
-        "density": Param(0.5, low=0.01, high=1.0, help="fraction of prunable weights (or channels) kept"),
+        "density": Param(0.5, low=0.01, high=1.0,
+                         help="share of prunable weights (unstructured) or of heads and FFN channels kept"),
         "iterations": Param(1, low=1, high=50, help="cuts along a geometric schedule to the density"),
         "dense_fraction": Param(0.6, low=0.05, high=1.0, help="share of the budget trained dense"),
         "finetune": Param(True, help="fine-tune after each cut with the rest of the budget"),
-        "exclude": Param("projection,head,output", help="name parts of layers never pruned"),
+        "exclude": Param("projection,head,output", help="module names (path components) never pruned"),
         "latency_repeats": Param(30, low=3, high=10_000),
     }
 
     def train(self, ctx: TrainContext) -> None:
         hp = self.hp
-        layers = prunable_layers(ctx.model, hp.exclude)
-        if not layers:
-            raise RuntimeError(f"{ctx.task.model_name()} has no prunable layer besides its output "
-                               "projections; choose a larger model")
         planned = ctx.planned_steps
         if planned is None:
             raise RuntimeError("pruning needs a step or epoch budget to split dense and fine-tune phases")
+        targets = prunable_weights(ctx.model, hp.exclude)
+        if not targets:
+            raise RuntimeError(f"{ctx.task.model_name()} has no prunable weight besides its output "
+                               "projection; choose a larger model")
         dense_steps = max(int(planned * hp.dense_fraction), 1)
-        ctx.record(pruned_layers=",".join(layers), kind=hp.kind)
+        ctx.record(kind=hp.kind, density_requested=hp.density,
+                   pruned_layers=",".join(targets) if hp.kind == "unstructured" else None)
         batches = ctx.batches()
-        self._fit(ctx, batches, dense_steps)
+        self._fit(ctx, batches, dense_steps, None)
         example = self._example(ctx)
         dense_params, _ = weight_counts(ctx.model)
-        dense_macs = count_macs(ctx.model, example)
+        dense_macs, (dense_latency, _) = count_macs(ctx.model, example), self._latency(ctx, example)
+        masks = Masks(targets) if hp.kind == "unstructured" else None
         cut_steps = max((planned - dense_steps) // hp.iterations, 0) if hp.finetune else 0
+        kept: dict[str, int] = {}
         for i in range(1, hp.iterations + 1):
             density = hp.density ** (i / hp.iterations)  # geometric: d^(1/n), d^(2/n), ..., d
-            if hp.kind == "unstructured":
-                prune_unstructured(layers, density)
+            if masks is not None:
+                masks.prune_to(density)
             else:
-                step_ratio = 1.0 - density / (hp.density ** ((i - 1) / hp.iterations))
-                prune_structured(ctx.model, example, layers, step_ratio)
-                layers = prunable_layers(ctx.model, hp.exclude)
+                step = density / (hp.density ** ((i - 1) / hp.iterations))
+                kept = prune_structured(ctx.model, step, exclude_words(hp.exclude))
             last = i == hp.iterations and hp.finetune
-            self._fit(ctx, batches, planned - ctx.steps if last else cut_steps)
-        for module in layers.values():
-            if torch_prune.is_pruned(module):
-                torch_prune.remove(module, "weight")  # masks become permanent zeros
-        self._measure(ctx, example, dense_params, dense_macs)
+            self._fit(ctx, batches, planned - ctx.steps if last else cut_steps, masks)
+        if masks is not None:
+            ctx.record(density_prunable=masks.density())
+        ctx.record(**kept)
+        prunable = sum(tensor(t).numel() for t in targets.values()) if masks is not None else None
+        self._measure(ctx, example, prunable, dense_params, dense_macs, dense_latency)
 
-    def _fit(self, ctx: TrainContext, batches, steps: int) -> None:
-        """Train for ``steps`` with a fresh optimizer (shapes change under structured pruning)."""
+    def _fit(self, ctx: TrainContext, batches, steps: int, masks: Masks | None) -> None:
+        """Train for ``steps`` with a fresh optimizer (shapes change under structured pruning),
+        the learning-rate schedule continuing from the step the run has reached."""
         if steps <= 0:
             return
         opt = make_optimizer(ctx.model.parameters(), self.hp, ctx.global_batch)
+        schedule = make_schedule(opt, self.hp, ctx.planned_steps, ctx.steps_per_epoch)
+        if schedule is not None and ctx.steps:
+            # resume the schedule (warm-up and decay span the whole budget) before this optimiser
+            # has stepped: PyTorch's order warning does not apply to a fast-forward
+            with warnings.catch_warnings():
+                warnings.filterwarnings("ignore", message="Detected call of `lr_scheduler.step")
+                for _ in range(ctx.steps):
+                    schedule.step()
         for done, batch in enumerate(batches, start=1):
             opt.zero_grad(set_to_none=True)
             loss = ctx.loss(ctx.model, batch)
             loss.backward()
-            opt.step()  # pruned weights stay zero: the mask is re-applied on every forward
+            if masks is not None:
+                masks.mask_grads()
+            opt.step()
+            if masks is not None:
+                masks.apply()  # pruned weights stay zero through fine-tuning
+            if schedule is not None:
+                schedule.step()
             ctx.step(loss, batch)
             if done >= steps:
                 return
@@ -170,19 +161,30 @@ class Prune(Method):
         batch = ctx.to_device(next(iter(ctx.train_loader)))
         return tuple(batch[k][:1] for k in ("x", "x_mark", "y_mark") if k in batch) or (batch["x"][:1],)
 
-    def _measure(self, ctx: TrainContext, example: tuple, dense_params: int, dense_macs: float) -> None:
+    def _latency(self, ctx: TrainContext, example: tuple) -> tuple[float, float | None]:
+        """(median seconds, joules per forward) in the eval window: inference is not training."""
+        resume = ctx.clock.current
+        ctx.clock.switch("eval")
+        ctx.model.eval()
+        try:
+            _, j0 = ctx.clock.peek("eval")
+            seconds = latency(ctx.model, example, self.hp.latency_repeats)
+            _, j1 = ctx.clock.peek("eval")
+        finally:
+            ctx.model.train()
+            ctx.clock.switch(resume)
+        runs = self.hp.latency_repeats + 5
+        return seconds, None if j0 is None or j1 is None else (j1 - j0) / runs
+
+    def _measure(self, ctx: TrainContext, example: tuple, prunable: int | None, dense_params: int,
+                 dense_macs: float, dense_latency: float) -> None:
         params, nonzero = weight_counts(ctx.model)
         macs = count_macs(ctx.model, example)
-        resume = ctx.clock.current
-        ctx.clock.switch("eval")  # inference measurements are not training
-        ctx.model.eval()
-        _, j0 = ctx.clock.peek("eval")
-        seconds = latency(ctx.model, example, self.hp.latency_repeats)
-        _, j1 = ctx.clock.peek("eval")
-        ctx.model.train()
-        ctx.clock.switch(resume)
-        runs = self.hp.latency_repeats + 5
-        ctx.record(params=params, nonzero=nonzero, density_actual=nonzero / max(params, 1),
-                   dense_params=dense_params, param_ratio=params / max(dense_params, 1), macs=macs, dense_macs=dense_macs,
-                   latency_ms=seconds * 1e3,
-                   inference_j_per_sample=None if j0 is None or j1 is None else (j1 - j0) / runs)
+        seconds, joules = self._latency(ctx, example)
+        ctx.record(params=params, nonzero=nonzero, density_all=nonzero / max(dense_params, 1),
+                   prunable_share=None if prunable is None else prunable / max(dense_params, 1),
+                   dense_params=dense_params, param_ratio=params / max(dense_params, 1),
+                   macs=macs, dense_macs=dense_macs, mac_ratio=macs / max(dense_macs, 1.0),
+                   latency_ms=seconds * 1e3, dense_latency_ms=dense_latency * 1e3,
+                   latency_ratio=seconds / dense_latency if dense_latency > 0 else None,
+                   inference_j_per_sample=joules)

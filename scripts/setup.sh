@@ -11,7 +11,7 @@ stamp=.venv/.joulebench-installed
 want=$(cat pyproject.toml setup.py constraints.txt constraints-nodeps.txt 2>/dev/null | sha256sum | cut -c1-16)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev]"
+  .venv/bin/python -m pip install -q -c constraints.txt -e ".[dev,perun]"
   if [ -f constraints-nodeps.txt ]; then
     # packages whose declared requirements conflict with our pins (see README, "Propulate")
     .venv/bin/python -m pip install -q --no-deps -r constraints-nodeps.txt

@@ -185,7 +185,8 @@ def test_report_aggregates_seeds_per_cell(tmp_path: Path) -> None:
 
     def row(s) -> dict:
         bad = s.task_params["batch_size"] == 32 and s.seed == 1
-        return {"run_key": s.run_key, "task": s.task, "preset": s.preset, "seed": s.seed,
+        return {"run_key": s.run_key, "cell_key": s.cell_key, "task": s.task, "preset": s.preset,
+                "seed": s.seed, "budget_steps": s.budget.steps, "hardware_class": s.hardware_class,
                 "method": s.method, "world_size": 1, "status": "diverged" if bad else "ok",
                 "error": "loss is NaN" if bad else None, "primary_metric": "mse",
                 "primary_value": s.task_params["batch_size"] / 100 + s.seed, "n_trainable_params": 100,
@@ -195,6 +196,7 @@ def test_report_aggregates_seeds_per_cell(tmp_path: Path) -> None:
     lines = markdown_table(pd.DataFrame([row(s) for s in specs]), cell_labels(specs)).splitlines()
     assert "test mse" in lines[0] and "train J (estimate)" in lines[0]
     cells = {line.split(" | ")[2]: line.split(" | ") for line in lines[2:4]}
-    assert cells["backprop (batch_size=16)"][4:6] == ["2/2", "0.6600 [0.1600–1.1600]"]
-    assert cells["backprop (batch_size=32)"][4:6] == ["1/2", "0.3200"]
+    assert cells["backprop (batch_size=16)"][6:8] == ["2/2", "0.6600 [0.1600–1.1600]"]
+    assert cells["backprop (batch_size=32)"][6:8] == ["1/2", "0.3200"]
+    assert cells["backprop (batch_size=16)"][5].startswith("cpu:")
     assert lines[-1].endswith("seed=1: diverged: loss is NaN")

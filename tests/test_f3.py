@@ -43,7 +43,9 @@ def test_feedback_matrices(init):
     g = torch.Generator().manual_seed(0)
     b = feedback_matrix(64, 10, init, g)
     assert b.shape == (64, 10) and torch.isfinite(b).all()
-    if init != "orthogonal":  # entries of variance ≈ 1/cols
+    if init == "kaiming_uniform":  # the authors' draw: U(±1/√rows), as nn.Linear with rows inputs
+        assert float(b.abs().max()) <= 1 / 8 and float(b.abs().max()) > 0.9 / 8
+    elif init != "orthogonal":  # entries of variance ≈ 1/cols
         assert 0.3 < float(b.pow(2).sum(0).mean()) / (64 / 10) < 3
     b2 = feedback_matrix(64, 10, init, torch.Generator().manual_seed(0))
     assert torch.equal(b, b2)  # fixed by the seed
@@ -83,7 +85,7 @@ def test_last_block_gets_its_true_gradient_and_hidden_blocks_dfa_updates():
 
 def test_f3_buffer_holds_each_samples_last_error_and_feeds_it_back():
     model = mlp(1)
-    trainer = FeedbackTrainer(model, "delayed_error", seed=0, n_samples=10)
+    trainer = FeedbackTrainer(model, "delayed_error", seed=0, n_samples=10, first_epoch="zero")
     batch = batch_of([7, 2, 5], seed=1)
     trainer.step(ce_loss, batch)
     assert trainer.buffer.shape == (10, 3) and trainer.seen.tolist() == [i in (2, 5, 7) for i in range(10)]
@@ -168,7 +170,8 @@ def runner(results):
 
 @pytest.mark.parametrize("method,params", [
     ("f3", {}), ("f3", {"feedback_init": "orthogonal", "first_epoch": "current"}),
-    ("dfa", {"feedback_init": "gaussian"}), ("drtp", {"feedback_init": "rademacher"}),
+    ("f3", {"first_epoch": "zero", "feedback_structure": "dense", "activation": "task"}),
+    ("dfa", {"feedback_init": "gaussian"}), ("drtp", {"feedback_init": "rademacher"}), ("llo", {}),
 ])
 def test_tiny_harness_runs_on_ltsf_mlp(runner, method, params):
     spec = resolve(RunSpec(task="ltsf", method=method, preset="tiny", method_params=params,
@@ -180,7 +183,117 @@ def test_tiny_harness_runs_on_ltsf_mlp(runner, method, params):
 
 
 def test_capability_check_refuses_a_model_without_blocks():
-    for method in ("f3", "dfa", "drtp"):
+    for method in ("f3", "dfa", "drtp", "llo"):
         with pytest.raises(SpecError, match="sequential_blocks"):
             resolve(RunSpec(task="ltsf", method=method, task_params={"model": "dlinear"}))
     assert "sequential_blocks" in registry().task("ltsf").capabilities_for({"model": "mlp"})
+
+
+# -- the authors' setup (issue 18) -------------------------------------------------------------
+def mse_loss(model, batch):
+    return nn.functional.mse_loss(model(batch["x"]), batch["y"])
+
+
+def regression_batch(index, seed=0, n=5, out=3):
+    g = torch.Generator().manual_seed(seed)
+    index = torch.as_tensor(index)
+    return {"index": index, "x": torch.randn(len(index), n, generator=g),
+            "y": torch.randn(len(index), out, generator=g)}
+
+
+def test_f3_buffer_starts_from_the_targets_so_the_first_epoch_is_drtp():
+    """The authors fill the buffer with the targets: a sample's first visit seeds the hidden
+    blocks like DRTP, on the loss gradient's scale (MSE over D outputs: −2y/D), not with zero."""
+    batch = regression_batch([3, 0, 1, 4], seed=5)
+    f3_model, drtp_model = mlp(6), mlp(6)
+    f3 = FeedbackTrainer(f3_model, "delayed_error", seed=0, n_samples=5)  # default: first_epoch=target
+    drtp = FeedbackTrainer(drtp_model, "target", seed=0)
+    f3.step(mse_loss, batch)
+    drtp.step(mse_loss, batch)
+    d = batch["y"].shape[1]
+    hidden = [0, 1, 2, 3]  # weight and bias of the two hidden blocks
+    for i in hidden:
+        got, want = grads(f3_model)[i], grads(drtp_model)[i] * 2 / d
+        assert got.abs().sum() > 0 and torch.allclose(got, want, atol=1e-6)
+    # the buffer then holds the real errors, on the same scale as the zero-prediction error
+    with torch.no_grad():
+        e = 2 * (f3_model(batch["x"]) - batch["y"]) / d
+    assert torch.allclose(f3.buffer[batch["index"]], e, atol=1e-6)
+    f3.remove()
+    drtp.remove()
+
+
+def test_zero_prediction_error_of_cross_entropy_is_uniform_minus_one_hot():
+    trainer = FeedbackTrainer(mlp(7), "delayed_error", seed=0, n_samples=3)
+    batch = batch_of([0, 1, 2], seed=7)
+    got = trainer.zero_prediction_error(ce_loss, batch)
+    want = torch.full((3, 3), 1 / 3) - nn.functional.one_hot(batch["y"], 3)
+    assert torch.allclose(got, want, atol=1e-6)
+    trainer.remove()
+
+
+def ltsf_mlp(activation="relu", channels=3, seq_len=12, pred_len=4, d_ff=8, e_layers=2):
+    from joulebench.tasks.ltsf.zoo import MODELS
+
+    torch.manual_seed(0)
+    return MODELS["mlp"]({"seq_len": seq_len, "pred_len": pred_len, "d_ff": d_ff,
+                          "e_layers": e_layers, "activation": activation}, channels)
+
+
+def test_ltsf_mlp_activation_is_a_task_parameter():
+    assert any(isinstance(m, nn.Tanh) for m in ltsf_mlp("tanh").modules())
+    assert not any(isinstance(m, nn.Tanh) for m in ltsf_mlp("relu").modules())
+    assert registry().task("ltsf").params["activation"].default == "relu"  # backprop's numbers kept
+
+
+def test_feedback_per_channel_maps_each_channels_error_onto_its_own_units():
+    """The LTSF MLP is channel-independent: one (d_ff × pred_len) matrix per hidden block, and
+    channel c's hidden units are seeded by channel c's error only."""
+    model = ltsf_mlp(channels=3)
+    trainer = FeedbackTrainer(model, "error", seed=0, axes=model.independent_axes)
+    x, y = torch.randn(2, 12, 3), torch.randn(2, 4, 3)
+    trainer.step(lambda m, b: nn.functional.mse_loss(m(b["x"]), b["y"]), {"x": x, "y": y})
+    assert [tuple(fb.shape) for fb in trainer.feedback] == [(8, 4), (8, 4)]
+    signal = torch.zeros(2, 4, 3)
+    signal[:, :, 1] = torch.randn(2, 4)
+    with torch.no_grad():
+        outputs = [model[0](x)]
+        outputs += [model[1](outputs[0]), model[2](model[1](outputs[0]))]
+    seeds = trainer.seeds(signal.reshape(2, -1), outputs)
+    for seed, fb in zip(seeds, trainer.feedback, strict=True):  # hidden: (batch, channel, d_ff)
+        assert seed.shape == (2, 3, 8)
+        assert seed[:, 1].abs().sum() > 0 and seed[:, [0, 2]].abs().sum() == 0
+        assert torch.allclose(seed[:, 1], signal[:, :, 1] @ fb.T / 2)
+    dense = FeedbackTrainer(ltsf_mlp(channels=3), "error", seed=0)
+    dense.step(lambda m, b: nn.functional.mse_loss(m(b["x"]), b["y"]), {"x": x, "y": y})
+    assert [tuple(fb.shape) for fb in dense.feedback] == [(24, 12), (24, 12)]
+    trainer.remove()
+    dense.remove()
+
+
+def test_llo_trains_only_the_last_block():
+    model = mlp(8)
+    batch = batch_of([0, 1, 2, 3], seed=8)
+    model.zero_grad()
+    ce_loss(model, batch).backward()
+    reference = grads(model)
+    model.zero_grad()
+    trainer = FeedbackTrainer(model, "none", seed=0)
+    trainer.step(ce_loss, batch)
+    assert all(p.grad is None for b in list(model)[:-1] for p in b.parameters())
+    assert torch.allclose(model[-1][0].weight.grad, reference[-2])
+    trainer.remove()
+
+
+def test_feedback_methods_run_the_papers_tanh_network_by_default(runner):
+    spec = resolve(RunSpec(task="ltsf", method="f3", preset="tiny", budget={"steps": 3},
+                           task_params={"model": "mlp", "e_layers": 2}))
+    row = runner.run(spec)
+    assert row["status"] == "ok", row["error"]
+    assert row["x_hidden_activation"] == "tanh" and row["x_activations_replaced"] == 2
+    assert row["x_feedback_structure"] == "per_channel"
+    spec = resolve(RunSpec(task="ltsf", method="dfa", preset="tiny", budget={"steps": 3},
+                           method_params={"activation": "task"},
+                           task_params={"model": "mlp", "e_layers": 2}))
+    row = runner.run(spec)
+    assert row["x_hidden_activation"] == "task" and row["x_activations_replaced"] == 0

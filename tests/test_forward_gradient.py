@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from torch import nn
@@ -14,6 +16,7 @@ from joulebench.harness.store import Store
 
 registry()  # load the plugins first: a module imported before the registry would not register
 from joulebench.methods.forward_gradient import (  # noqa: E402
+    Combiner,
     _LinearTaps,
     activity_forward_gradient,
     project,
@@ -51,12 +54,12 @@ def test_projection_with_n_tangents_is_the_true_gradient():
     for distribution in ("gaussian", "rademacher"):
         gen = torch.Generator().manual_seed(1)
         loss, est = weight_forward_gradient(fn, params, k=n, combine="projection",
-                                            distribution=distribution, generator=gen)
+                                            distribution=distribution, generator=gen, scope="global")
         assert torch.allclose(flat(est), true, atol=1e-4, rtol=1e-3), distribution
         assert torch.isclose(loss, fn(*params).detach())
     # fewer tangents than parameters: not the gradient
     _, est = weight_forward_gradient(fn, params, k=n // 2, combine="projection",
-                                     generator=torch.Generator().manual_seed(1))
+                                     generator=torch.Generator().manual_seed(1), scope="global")
     assert cosine(flat(est), true) < 0.99
 
 
@@ -65,7 +68,7 @@ def test_mean_estimator_is_unbiased():
     for distribution in ("gaussian", "rademacher"):
         # the mean over k=4000 tangents is the average of 4000 single-tangent forward gradients
         _, est = weight_forward_gradient(fn, params, k=4000, combine="mean",
-                                         distribution=distribution,
+                                         distribution=distribution, scope="global",
                                          generator=torch.Generator().manual_seed(2))
         err = (flat(est) - true).norm() / true.norm()
         assert err < 0.15, (distribution, float(err))
@@ -80,10 +83,10 @@ def test_scaled_projection_is_unbiased_and_plain_projection_shrinks():
     plain = torch.zeros_like(true)
     for _ in range(draws):
         _, est = weight_forward_gradient(fn, params, k=k, combine="projection", generator=gen,
-                                         scaling="unbiased", source="backprop")
+                                         scaling="unbiased", source="backprop", scope="global")
         scaled += flat(est) / draws
         _, est = weight_forward_gradient(fn, params, k=k, combine="projection", generator=gen,
-                                         source="backprop")
+                                         source="backprop", scope="global")
         plain += flat(est) / draws
     assert (scaled - true).norm() / true.norm() < 0.2
     assert torch.allclose(plain.norm() / true.norm(), torch.tensor(k / n), atol=0.05)
@@ -97,7 +100,7 @@ def test_cosine_rises_with_k_and_projection_beats_mean():
         gen = torch.Generator().manual_seed(4)
         for k in (2, 4, 8, 16):
             result[combine, k] = sum(
-                cosine(flat(weight_forward_gradient(fn, params, k=k, combine=combine,
+                cosine(flat(weight_forward_gradient(fn, params, k=k, combine=combine, scope="global",
                                                     generator=gen, source="backprop")[1]), true)
                 for _ in range(draws)) / draws
     for combine in ("mean", "projection"):
@@ -110,11 +113,12 @@ def test_cosine_rises_with_k_and_projection_beats_mean():
 def test_forward_mode_and_backprop_projected_give_the_same_estimate():
     _, _, _, params, fn, _ = small_problem()
     for combine in ("mean", "projection"):
-        _, fwd = weight_forward_gradient(fn, params, k=5, combine=combine,
-                                         generator=torch.Generator().manual_seed(5))
-        _, bwd = weight_forward_gradient(fn, params, k=5, combine=combine, source="backprop",
-                                         generator=torch.Generator().manual_seed(5))
-        assert torch.allclose(flat(fwd), flat(bwd), atol=1e-5)
+        for scope in ("tensor", "global"):
+            _, fwd = weight_forward_gradient(fn, params, k=5, combine=combine, scope=scope,
+                                             generator=torch.Generator().manual_seed(5))
+            _, bwd = weight_forward_gradient(fn, params, k=5, combine=combine, source="backprop",
+                                             scope=scope, generator=torch.Generator().manual_seed(5))
+            assert torch.allclose(flat(fwd), flat(bwd), atol=1e-5), (combine, scope)
 
 
 def test_dropout_mask_is_the_same_for_every_tangent():
@@ -127,7 +131,8 @@ def test_dropout_mask_is_the_same_for_every_tangent():
     restore()
     true = flat(torch.autograd.grad(fn(*params), params))
     _, est = weight_forward_gradient(fn, params, k=true.numel(), combine="projection",
-                                     generator=torch.Generator().manual_seed(6), before_call=restore)
+                                     generator=torch.Generator().manual_seed(6), before_call=restore,
+                                     scope="global")
     assert torch.allclose(flat(est), true, atol=1e-4, rtol=1e-3)
 
 
@@ -141,17 +146,18 @@ def test_activity_perturbation_with_full_span_is_exact_and_mean_is_close():
 
     try:
         loss, grads = activity_forward_gradient(loss_fn, taps, k=n_act, combine="projection",
-                                                distribution="gaussian",
+                                                distribution="gaussian", scope="global",
                                                 generator=torch.Generator().manual_seed(7))
         assert torch.allclose(flat(grads[p] for p in params), true, atol=1e-4, rtol=1e-3)
         _, grads = activity_forward_gradient(loss_fn, taps, k=3000, combine="mean",
-                                             distribution="gaussian",
+                                             distribution="gaussian", scope="global",
                                              generator=torch.Generator().manual_seed(8))
         assert cosine(flat(grads[p] for p in params), true) > 0.97
         _, fwd = activity_forward_gradient(loss_fn, taps, k=3, combine="mean", distribution="gaussian",
-                                           generator=torch.Generator().manual_seed(9))
+                                           generator=torch.Generator().manual_seed(9), scope="global")
         _, bwd = activity_forward_gradient(loss_fn, taps, k=3, combine="mean", distribution="gaussian",
-                                           generator=torch.Generator().manual_seed(9), source="backprop")
+                                           generator=torch.Generator().manual_seed(9), source="backprop",
+                                           scope="global")
         assert torch.allclose(flat(fwd[p] for p in params), flat(bwd[p] for p in params), atol=1e-5)
     finally:
         taps.remove()
@@ -168,6 +174,7 @@ def test_unsupported_models_are_refused_with_a_reason():
     assert unsupported_model(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), "weight") is None
     why = unsupported_model(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), "activity")
     assert "nn.Linear" in why and "1.weight" in why
+    assert "projection_scope=global" in unsupported_model(nn.Linear(2, 2), "activity", "tensor")
 
 
 @pytest.fixture
@@ -178,7 +185,9 @@ def runner(results):
 @pytest.mark.parametrize("params,label", [
     ({"tangents": 2}, "forward-mode"),
     ({"tangents": 2, "combine": "projection", "scaling": "unbiased"}, "forward-mode"),
-    ({"tangents": 2, "perturb": "activity", "distribution": "rademacher"}, "forward-mode"),
+    ({"tangents": 2, "perturb": "activity", "distribution": "rademacher",
+      "projection_scope": "global"}, "forward-mode"),
+    ({"tangents": 2, "combine": "projection", "scaling": "expected_length", "lr": 0.05}, "forward-mode"),
     ({"tangents": 2, "gradient_source": "backprop"}, "backprop-projected"),
 ])
 def test_tiny_harness_runs(runner, params, label):
@@ -198,7 +207,7 @@ def test_forward_gradient_learns_on_tiny_ltsf(runner):
         return runner.run(spec)
 
     untrained = run("forward_gradient", {"lr": 1e-7, "optimizer": "sgd", "momentum": 0.0})
-    trained = run("forward_gradient", {"tangents": 4, "combine": "projection", "lr": 1e-3})
+    trained = run("forward_gradient", {"tangents": 4, "combine": "projection", "lr": 0.05})
     assert trained["status"] == "ok", trained["error"]
     assert trained["val_mse"] < untrained["val_mse"]
 
@@ -210,3 +219,70 @@ def test_requires_functional_capability():
     assert "functional" in method.requires
     with pytest.raises(SpecError):
         resolve(RunSpec(task="ltsf", method="forward_gradient", method_params={"combine": "median"}))
+
+
+# -- the paper's estimator (issue 18) ----------------------------------------------------------
+def test_per_tensor_projection_is_each_tensors_gradient_at_k_equal_its_size():
+    """Per tensor, with its own directional derivatives: k ≥ n_t tangents give the tensor's
+    gradient exactly, where one projection over all n parameters would need k = n."""
+    _, _, _, params, fn, true = small_problem()
+    sizes = [p.numel() for p in params]  # 12, 4, 8, 2
+    k = max(sizes)
+    for source in ("forward", "backprop"):
+        _, est = weight_forward_gradient(fn, params, k=k, combine="projection", source=source,
+                                         generator=torch.Generator().manual_seed(11))
+        assert torch.allclose(flat(est), true, atol=1e-4, rtol=1e-3), source
+    _, est = weight_forward_gradient(fn, params, k=k, combine="projection", scope="global",
+                                     generator=torch.Generator().manual_seed(11))
+    assert cosine(flat(est), true) < 0.99  # k < n = 26: the global projection is not exact
+
+
+def test_global_projection_at_small_k_is_a_rescaled_mean_and_per_tensor_is_not():
+    """The finding: over n ≈ 4,000 parameters with k = 16, projecting all at once points where
+    the mean points (cosine ratio ≈ 1); per tensor the small tensors are recovered exactly."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.Tanh(), nn.Linear(64, 32), nn.Tanh(), nn.Linear(32, 4))
+    x, y = torch.randn(64, 32), torch.randn(64, 4)
+    names, params = [n for n, _ in model.named_parameters()], list(model.parameters())
+
+    def fn(*ps):
+        return nn.functional.mse_loss(torch.func.functional_call(model, dict(zip(names, ps, strict=True)), (x,)), y)
+
+    true = flat(torch.autograd.grad(fn(*params), params))
+    result = {}
+    for combine, scope in (("mean", "global"), ("projection", "global"), ("projection", "tensor")):
+        gen = torch.Generator().manual_seed(12)
+        result[combine, scope] = sum(cosine(flat(weight_forward_gradient(
+            fn, params, k=16, combine=combine, scope=scope, generator=gen, source="backprop")[1]), true)
+            for _ in range(20)) / 20
+    assert abs(result["projection", "global"] / result["mean", "global"] - 1) < 0.05, result
+    assert result["projection", "tensor"] > 1.5 * result["projection", "global"], result
+
+
+def test_expected_length_scaling_gives_unit_expected_length():
+    """The paper's correction divides by the expected length of the estimate of a unit-length
+    gradient: projection E[χ_k]/E[χ_n]; the earlier ``unbiased`` rule multiplies by n/k."""
+    from joulebench.methods.forward_gradient import chi_mean, length_correction
+
+    assert abs(chi_mean(1) - (2 / math.pi) ** 0.5) < 1e-9
+    assert abs(length_correction("projection", 4, 400, "expected_length") / 10 - 1) < 0.1  # ≈ √(n/k)
+    assert length_correction("projection", 4, 400, "unbiased") == 100
+    assert length_correction("projection", 400, 400, "expected_length") == 1
+    g = torch.Generator().manual_seed(13)
+    grad = torch.randn(300, generator=g)
+    grad /= grad.norm()
+    for combine in ("projection", "mean"):
+        lengths = []
+        for _ in range(200):
+            comb = Combiner(combine, 4, [300], "expected_length", "global")
+            for _ in range(4):
+                v = torch.randn(300, generator=g)
+                comb.add(v, grad @ v)
+            lengths.append(float(comb.result().norm()))
+        assert abs(sum(lengths) / len(lengths) - 1) < 0.15, (combine, sum(lengths) / len(lengths))
+
+
+def test_sgd_is_the_default_optimiser():
+    spec = resolve(RunSpec(task="ltsf", method="forward_gradient", preset="tiny"))
+    assert spec.method_params["optimizer"] == "sgd" and spec.method_params["momentum"] == 0.0
+    assert spec.method_params["projection_scope"] == "tensor"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 from datetime import UTC, datetime, timedelta
+from html.parser import HTMLParser
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +17,7 @@ from joulebench.harness.cli import build_parser
 from joulebench.harness.store import Store
 from joulebench.leaderboard.cli import streamlit_command
 from joulebench.leaderboard.queries import Board, Filters
+from joulebench.leaderboard.units import sig3
 
 APP = str(Path(__file__).resolve().parents[1] / "leaderboard" / "app.py")
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
@@ -66,9 +68,13 @@ def store(results: Path) -> Path:
 
 @pytest.fixture
 def app(monkeypatch):
-    def start(root: Path) -> AppTest:
+    def start(root: Path, **address: str) -> AppTest:
+        """The app as a browser opens it at ``?k=v&...`` (no address: the overview)."""
         monkeypatch.setenv("JOULEBENCH_RESULTS", str(root))
-        at = AppTest.from_file(APP, default_timeout=60).run()
+        at = AppTest.from_file(APP, default_timeout=60)
+        for key, value in address.items():
+            at.query_params[key] = value
+        at.run()
         assert not at.exception, at.exception
         return at
     return start
@@ -82,20 +88,57 @@ def charts(at: AppTest, *words: str) -> list:
     return [c for c in at.get("vega_lite_chart") if all(w in c.proto.spec for w in words)]
 
 
+class TableText(HTMLParser):
+    """The header and cell texts of the page's HTML table with ``data-testid=test_id``."""
+
+    def __init__(self, test_id: str) -> None:
+        super().__init__()
+        self.test_id, self.inside, self.cell = test_id, False, None
+        self.headers: list[str] = []
+        self.rows: list[list[str]] = []
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        if tag == "table":
+            self.inside = dict(attrs).get("data-testid") == self.test_id
+        elif self.inside and tag in ("td", "th"):
+            self.cell = ""
+        elif self.inside and tag == "tr":
+            self.rows.append([])
+
+    def handle_data(self, data: str) -> None:
+        if self.cell is not None:
+            self.cell += data
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "table":
+            self.inside = False
+        elif self.inside and tag in ("td", "th") and self.cell is not None:
+            (self.headers if tag == "th" else self.rows[-1]).append(self.cell)
+            self.cell = None
+
+
+def html_table(at: AppTest, test_id: str) -> pd.DataFrame:
+    for element in at.get("html"):
+        parser = TableText(test_id)
+        parser.feed(element.proto.body)
+        if parser.headers:
+            return pd.DataFrame([r for r in parser.rows if r], columns=parser.headers)
+    raise AssertionError(f"no table {test_id!r} on the page")
+
+
 def test_empty_store_explains_how_to_produce_runs(results: Path, app) -> None:
     at = app(results)
     assert "No runs stored" in at.info[0].value and "joulebench run" in at.info[0].value
-    assert not at.dataframe
+    assert not at.get("html")
 
 
-def test_ranking_medians_spread_and_ratio_to_backprop_per_energy_kind(store: Path, app) -> None:
-    at = app(store)
-    table = at.dataframe[0].value
+def test_ranking_medians_spread_and_ratio_to_backprop_per_energy_kind(store: Path) -> None:
+    table = Board(store).ranking(Filters(task="ltsf", preset="tiny"))
     assert list(zip(table["method"], table["estimated"])) == [
         ("fancy", False), ("fancy", True), ("backprop", True), ("backprop", False)]  # lower MSE first
     rows = {(m, e): r for m, e, r in zip(table["method"], table["estimated"], table.to_dict("records"))}
     fancy, fancy_measured = rows["fancy", True], rows["fancy", False]
-    assert fancy["mse (median)"] == pytest.approx(0.25) and fancy["mse IQR"] == pytest.approx(0.3 - 0.225)
+    assert fancy["quality"] == pytest.approx(0.25) and fancy["spread"] == pytest.approx(0.3 - 0.225)
     assert fancy["seeds"] == 3 and fancy["train_j"] == pytest.approx(200.0)
     assert fancy["energy_vs_backprop"] == pytest.approx(10.0)  # 200 J / 20 J, both estimated
     assert fancy["time_to_target_vs_backprop"] == pytest.approx(10.0)
@@ -103,57 +146,118 @@ def test_ranking_medians_spread_and_ratio_to_backprop_per_energy_kind(store: Pat
     assert rows["backprop", True]["energy_vs_backprop"] == 1.0
     assert fancy["key_params"] == "k=4" and rows["backprop", True]["key_params"] == ""
     assert fancy["energy_source"] == "estimate:codecarbon" and fancy_measured["energy_source"] == "rapl+nvml"
+    assert fancy_measured["hardware_class"] == "GPU X" and rows["backprop", True]["hardware_class"] == "Xeon"
+
+
+def test_ranking_page_shows_the_cells_formatted(store: Path, app) -> None:
+    at = app(store, task="ltsf", preset="tiny")
+    shown = html_table(at, "ranking")
+    assert list(zip(shown["method"], shown["energy"])) == [
+        ("fancy", "measured"), ("fancy", "estimated"), ("backprop", "estimated"), ("backprop", "measured")]
+    # one scale for the column (its median, 40 J, reads in J); 3 significant digits
+    assert list(shown["train energy (J)"]) == ["60.0", "200", "20.0", "5.00"]
+    assert list(shown["vs backprop"]) == ["12.0×", "10.0×", "1.00×", "1.00×"]
+    assert list(shown["mse median"]) == ["0.230", "0.250", "0.400", "0.450"]
     assert "estimate" in at.warning[0].value  # estimates are marked, never mixed silently
-    assert at.get("download_button")[0].proto.label == "Download CSV"
+    assert at.get("download_button")[0].proto.label == "Download CSV (full precision)"
+    assert dict(at.query_params) == {"task": "ltsf", "preset": "tiny"}
 
 
-def test_csv_export_is_the_visible_table(store: Path) -> None:
-    board = Board(store)
-    table = board.ranking(Filters(task="ltsf", preset="tiny"))
+def test_csv_export_keeps_full_precision(store: Path) -> None:
+    Store(store).write_run(row("exact", "precise", 0, 0.123456789, 225.1142))
+    table = Board(store).ranking(Filters(task="ltsf", preset="tiny"))
     back = pd.read_csv(io.StringIO(table.to_csv(index=False)))
-    assert list(back["method"]) == list(table["method"]) and len(back) == 4
+    assert len(back) == 5 and back.set_index("method").loc["precise", "train_j"] == 225.1142
+    assert back.set_index("method").loc["precise", "quality"] == 0.123456789
 
 
-def test_pareto_chart_data_marks_the_front_within_each_energy_kind(store: Path, app) -> None:
-    at = app(store)
+def test_pareto_chart_marks_the_front_within_each_energy_kind(store: Path, app) -> None:
+    at = app(store, task="ltsf", preset="tiny", tab="pareto")
     (chart,) = charts(at, "Pareto front")
-    assert json.loads(chart.proto.spec)["layer"][0]["encoding"]["x"]["scale"]["type"] == "log"
+    layers = json.loads(chart.proto.spec)["layer"]
+    assert layers[0]["encoding"]["x"]["scale"]["type"] == "log"
+    assert layers[0]["encoding"]["href"]["field"] == "detail"  # a click leads to the run detail
+    ring = next(layer for layer in layers if layer.get("name") == "front_ring")
+    assert ring["transform"] == [{"filter": "datum.pareto"}] and ring["mark"]["filled"] is False
     data = chart_data(chart).set_index("run_key")
     # estimated: 0.3 at 10 J, then 0.2 at 100 J; measured: 0.45 at 5 J, then 0.22 at 50 J
     assert set(data.index[data["pareto"]]) == {"bp0", "fx0", "bpm", "fxm0"}
     assert len(data) == 9  # the failed run has no point; the pet run is another task
+    assert data.loc["fx0", "params"] == "k=4" and data.loc["bp0", "params"] == "(defaults)"
+    assert data.loc["fx0", "detail"] == "?task=ltsf&preset=tiny&tab=run&run=fx0"
 
 
 def test_filters_hide_estimates_methods_hardware(store: Path, app) -> None:
-    at = app(store)
+    at = app(store, task="ltsf")
     at.sidebar.toggle(key="hide_estimates").set_value(True).run()
-    table = at.dataframe[0].value
-    assert list(table["method"]) == ["fancy", "backprop"] and not table["estimated"].any()
+    table = html_table(at, "ranking")
+    assert list(table["method"]) == ["fancy", "backprop"] and set(table["energy"]) == {"measured"}
     assert not at.warning
     at.sidebar.toggle(key="hide_estimates").set_value(False).run()
     at.sidebar.multiselect(key="methods").set_value(["fancy"]).run()
-    table = at.dataframe[0].value
+    table = html_table(at, "ranking")
     assert set(table["method"]) == {"fancy"}
     # the baseline is backprop of the same task and preset, whichever methods are shown
-    assert sorted(table["energy_vs_backprop"]) == pytest.approx([10.0, 12.0])
+    assert sorted(table["vs backprop"]) == ["10.0×", "12.0×"]
     at.sidebar.multiselect(key="methods").set_value([]).run()
     assert at.sidebar.multiselect(key="hw").options == ["GPU X", "Xeon"]
-    at.sidebar.multiselect(key="hw").set_value(["GPU X"]).run()
-    assert set(at.dataframe[0].value["runs"]) == {1, 2}
+    at.sidebar.multiselect(key="hw").set_value(["GPU X"]).run()  # outside the cached cells: aggregated again
+    assert sorted(html_table(at, "ranking")["seeds"]) == ["1", "2"]
+
+
+def test_failed_attempts_counted_and_older_code_cells_hidden(results: Path) -> None:
+    s = Store(results)
+    for seed in (0, 1):
+        s.write_run(row(f"new{seed}", "backprop", seed, 0.3, 10.0, lineage_key="L", cell_key="C2", code_hash="new"))
+    s.write_run(row("old0", "backprop", 0, 0.5, 9.0, lineage_key="L", cell_key="C1", code_hash="old",
+                    finished_at=T0 - timedelta(days=1)))
+    s.write_run(row("new9", "backprop", 9, None, None, status="failed", lineage_key="L", cell_key="C2",
+                    code_hash="new"))
+    board = Board(results)
+    latest = board.ranking(Filters(task="ltsf", preset="tiny"))
+    assert len(latest) == 1 and latest["failed"].iloc[0] == 1 and latest["seeds"].iloc[0] == 2
+    both = board.ranking(Filters(task="ltsf", preset="tiny", older_code=True))
+    assert sorted(both["is_latest_code"]) == [False, True]
 
 
 def test_presets_follow_the_task(store: Path, app) -> None:
-    at = app(store)
+    at = app(store, task="ltsf")
     assert at.sidebar.selectbox(key="task").options == ["ltsf", "pet"]
     assert at.sidebar.selectbox(key="preset").options == ["tiny"]
     at.sidebar.selectbox(key="task").set_value("pet").run()
     assert at.sidebar.selectbox(key="preset").value == "small"
-    table = at.dataframe[0].value
-    assert list(table["metric"]) == ["f1"] and table["f1 (median)"].iloc[0] == pytest.approx(0.8)
+    table = html_table(at, "ranking")
+    assert list(table["f1 median"]) == ["0.800"]
+    assert dict(at.query_params) == {"task": "pet", "preset": "small"}
+
+
+def test_overview_is_the_landing_page_and_keeps_energy_kinds_apart(store: Path, app) -> None:
+    at = app(store)
+    tables = [TableText("overview") for _ in at.get("html")]
+    for parser, element in zip(tables, at.get("html")):
+        parser.feed(element.proto.body)
+    measured, estimated = [pd.DataFrame([r for r in t.rows if r], columns=t.headers) for t in tables if t.headers]
+    assert list(measured["task"]) == ["ltsf"] and list(estimated["task"]) == ["ltsf", "pet"]
+    assert measured["reached by"].iloc[0] == "fancy · dlinear · k=4"  # 0.23, measured
+    assert estimated["reached by"].iloc[0] == "fancy · dlinear · k=4"
+    assert '<a href="?task=pet&amp;preset=small"' in "".join(e.proto.body for e in at.get("html"))
+    overview = Board(store).overview().set_index(["task", "estimated"])
+    assert overview.loc[("ltsf", True), "backprop_quality"] == pytest.approx(0.4)
+
+
+def test_overview_names_the_cheapest_cell_reaching_the_target(results: Path) -> None:
+    s = Store(results)
+    for method, joules, reached in (("backprop", 50.0, True), ("cheap", 10.0, True), ("cheaper", 5.0, False)):
+        for seed in (0, 1):
+            s.write_run(row(f"{method}{seed}", method, seed, 0.3, joules * 2, target=0.4, reached_target=reached,
+                            energy_to_target_j=joules if reached else None, params="{}"))
+    line = Board(results).overview().iloc[0]
+    assert line["cheapest_by"].startswith("cheap ·") and line["cheapest_energy_to_target_j"] == 10.0
+    assert line["backprop_energy_to_target_j"] == 50.0
 
 
 def test_learning_curves_plot_the_primary_metric(store: Path, app) -> None:
-    at = app(store)
+    at = app(store, task="ltsf", tab="curves")
     by_energy, by_time = charts(at, "validation mse against training energy"), charts(at, "against training time")
     data = chart_data(by_energy[0])
     assert sorted(data["value"].round(3).unique()) == [0.333, 0.5, 1.0]  # mse = 1/step, never mae = 9
@@ -161,29 +265,40 @@ def test_learning_curves_plot_the_primary_metric(store: Path, app) -> None:
     assert sorted(chart_data(by_time[0])["train_s"].unique()) == pytest.approx([0.1, 0.2, 0.3])
 
 
+def test_only_the_chosen_view_is_drawn(store: Path, app) -> None:
+    at = app(store, task="ltsf")
+    assert not at.get("vega_lite_chart")  # the ranking: no chart queried or drawn
+    at.radio(key="tab").set_value("pareto").run()
+    assert charts(at, "Pareto front") and at.query_params["tab"] == "pareto"
+
+
 def test_scaling_view_colours_by_devices_and_batch(store: Path, app) -> None:
-    at = app(store)
+    at = app(store, task="ltsf", tab="scaling")
     data = chart_data(charts(at, "energy against device-hours")[0]).set_index("run_key")
     assert data.loc["bp2", "world_size"] == 4 and data.loc["bp2", "global_batch"] == 128
-    assert data.loc["bp1", "samples_per_device_hour"] == pytest.approx(100 / 0.02)
-    assert data.loc["bp1", "updates_per_device_hour"] == pytest.approx(10 / 0.02)
+    hours = 2 * 2.0 / 3600  # the training window: world_size x train_s, as train_energy_j
+    assert data.loc["bp1", "samples_per_device_hour"] == pytest.approx(100 / hours)
+    assert data.loc["bp1", "updates_per_device_hour"] == pytest.approx(10 / hours)
+    assert data.loc["bp1", "train_device_hours"] == pytest.approx(hours)
+    assert any("R² =" in m.value for m in at.markdown) and any("by construction" in w.value for w in at.warning)
     assert charts(at, "samples and gradient updates per device-hour")
 
 
 def test_plot_export_renders_png_and_svg(store: Path, app) -> None:
-    at = app(store)
+    at = app(store, task="ltsf", tab="pareto")
     at.checkbox(key="export-ltsf-tiny-pareto").check().run()
     labels = [b.proto.label for b in at.get("download_button")]
     assert "PNG" in labels and "SVG" in labels
 
 
 def test_run_detail_shows_error_phases_and_curve(store: Path, app) -> None:
-    at = app(store)
-    at.selectbox(key="run_key").set_value("bad").run()
+    at = app(store, task="ltsf", tab="run", run="bad")
+    assert at.selectbox(key="run_key").value == "bad"  # the address names the run
     assert "RuntimeError: boom" in at.error[0].value and "Traceback" in at.code[0].value
     at.selectbox(key="run_key").set_value("bp1").run()
-    phases = next(d.value for d in at.dataframe if "phase" in d.value.columns)
-    assert phases.set_index("phase").loc["train", "joules"] == pytest.approx(20.0)
+    assert at.query_params["run"] == "bp1"
+    phases = html_table(at, "phases").set_index("phase")
+    assert phases.loc["train", "energy (J)"] == "20.0"
     assert sorted(chart_data(charts(at, "step", "train_s")[-1])["value"].round(3)) == [0.333, 0.5, 1.0]
 
 
@@ -223,11 +338,14 @@ def test_real_tiny_runs(results: Path, app) -> None:
     rows = [runner.run(resolve(RunSpec(task="ltsf", preset="tiny", seed=seed, budget={"steps": 40},
                                        eval_every=20))) for seed in (0, 1)]
     assert [r["status"] for r in rows] == ["ok", "ok"]
-    at = app(results)
-    table = at.dataframe[0].value
+    table = Board(results).ranking(Filters(task="ltsf", preset="tiny"))
     assert list(table["method"]) == ["backprop"] and table["seeds"].iloc[0] == 2
-    assert table["mse (median)"].iloc[0] == pytest.approx(sorted(r["primary_value"] for r in rows)[0] / 2
-                                                          + sorted(r["primary_value"] for r in rows)[1] / 2)
+    median = sum(r["primary_value"] for r in rows) / 2
+    assert table["quality"].iloc[0] == pytest.approx(median)
+    assert table["hardware_class"].iloc[0] and table["budget"].iloc[0] == "40 steps"
+    at = app(results, task="ltsf")
+    assert html_table(at, "ranking")["mse median"].iloc[0] == sig3(median)
+    at.radio(key="tab").set_value("curves").run()
     data = chart_data(charts(at, "validation mse against training energy")[0])
     assert set(data["run_key"]) == {r["run_key"] for r in rows} and data["value"].notna().all()
 

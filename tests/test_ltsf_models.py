@@ -16,7 +16,7 @@ from joulebench.tasks.ltsf import calendar
 from joulebench.tasks.ltsf.autoformer import AutoCorrelation, Autoformer, Decomposition
 from joulebench.tasks.ltsf.baselines import RepeatLast, SeasonalNaive
 from joulebench.tasks.ltsf.patchtst import PatchTST
-from joulebench.tasks.ltsf.recycle import ReCycle, RHPForecast, rhp_table
+from joulebench.tasks.ltsf.recycle import ReCycle, RHPForecast, SeriesProfiles, rhp_table, rolling_profiles
 from joulebench.tasks.ltsf.task import LTSF
 
 
@@ -136,7 +136,46 @@ def _five_cycles() -> tuple[torch.Tensor, torch.Tensor]:
     return x, days
 
 
-def test_rhp_is_the_mean_of_the_last_n_cycles_of_the_same_day_type() -> None:
+def test_rolling_rhp_matches_a_hand_computed_profile() -> None:
+    """The authors' RHP: after each cycle, per type, the mean of its last two cycles (that cycle
+    included); types not yet seen take the mean of the last two cycles of any type."""
+    x, days = _five_cycles()
+    tables = rolling_profiles(x[0].numpy(), days[0, ::2].numpy(), cycle=2, n_ref=2)[..., 0]
+    assert tables.shape == (5, 3, 2)
+    assert tables[0].tolist() == [[1, 2], [1, 2], [1, 2]]              # only a workday seen
+    assert tables[1].tolist() == [[1, 2], [10, 20], [5.5, 11]]         # Sunday: any type, last two
+    assert tables[3].tolist() == [[4, 5], [10, 20], [4, 5]]            # workdays 3-4 and 5-6
+    assert tables[4].tolist() == [[4, 5], [10, 20], [100, 200]]
+
+
+def test_rolling_rhp_window_lookup_uses_only_the_past() -> None:
+    """Historic rows: the table of their own cycle; forecast rows and a partial last input cycle:
+    the table of the last complete input cycle, looked up by each row's day type."""
+    x, days = _five_cycles()
+    profiles = SeriesProfiles(x[0].numpy(), days[0].numpy(), cycle=2, n_ref=2)
+    hist, fut = profiles.window(start=2, seq_len=6, pred_len=2)        # input: cycles 1-3
+    assert hist[:, 0].tolist() == [10, 20, 2, 3, 4, 5]                 # tables 1, 2, 3 by own type
+    assert fut[:, 0].tolist() == [4, 5]                 # Sunday after table 3: no Sunday yet, any type
+    hist, fut = profiles.window(start=1, seq_len=6, pred_len=3)        # ends inside cycle 3
+    assert hist[-1, 0].item() == 2.0                    # row 6 (cycle 3): table 2, workdays 1-2 and 3-4
+    assert fut[:, 0].tolist() == [3.0, 6.5, 12.0]       # table 2: row 7 (workday), 8-9 (Sunday: any type)
+
+
+def test_task_items_carry_the_rolling_profile_of_the_whole_series() -> None:
+    task = _task(model="rhp")
+    train, val = task.splits["train"], task.splits["val"]
+    offset = len(train.values) - train.seq_len
+    assert torch.equal(val[0]["x"], train.values[offset:offset + train.seq_len])  # the same rows
+    hist, fut = val.profiles.window(offset + 5, val.seq_len, val.pred_len)
+    assert torch.equal(val[5]["x_rhp"], hist) and torch.equal(val[5]["y_rhp"], fut)
+    model = task.build_model()
+    batch = next(iter(task.train_loader()))
+    assert torch.equal(task.forward(model, batch), batch["y_rhp"])
+    window = _task(model="rhp", rhp="window")
+    assert "x_rhp" not in window.splits["train"][0]
+
+
+def test_rhp_window_variant_is_the_mean_of_the_last_n_cycles_of_the_same_day_type() -> None:
     x, days = _five_cycles()
     table = rhp_table(x, days, cycle=2, n_cycles=2)[0, :, :, 0]
     assert table.tolist() == [[4.0, 5.0], [10.0, 20.0], [100.0, 200.0]]   # workday: (3+5)/2, (4+6)/2
@@ -150,11 +189,14 @@ def test_rhp_is_the_mean_of_the_last_n_cycles_of_the_same_day_type() -> None:
 
 def test_rhp_forecaster_follows_the_calendar_of_the_horizon() -> None:
     x, days = _five_cycles()
-    model = RHPForecast(seq_len=10, pred_len=5, cycle_len=2, rhp_cycles=2, use_day_types=True)
+    model = RHPForecast(seq_len=10, pred_len=5, cycle_len=2, rhp_cycles=2, use_day_types=True,
+                        profile="window")
     y_day = torch.tensor([[2, 2, 0, 0, 1]])
     out = model(x, _marks(1, 10), _marks(1, 5), x_day=days, y_day=y_day)
     assert out[0, :, 0].tolist() == [100.0, 200.0, 4.0, 5.0, 10.0]
     assert not list(model.parameters())   # a fallback with nothing to train
+    with pytest.raises(ValueError, match="rolling profiles"):
+        RHPForecast(10, 5, 2, 2, True)(x, _marks(1, 10), _marks(1, 5), x_day=days, y_day=y_day)
 
 
 def test_rhp_on_a_real_calendar_week() -> None:
@@ -165,31 +207,57 @@ def test_rhp_on_a_real_calendar_week() -> None:
     rng = np.random.default_rng(0)
     daily = rng.normal(size=(9, 24))
     x = torch.tensor(daily[:7].reshape(1, 7 * 24, 1), dtype=torch.float32)
-    model = RHPForecast(seq_len=7 * 24, pred_len=48, cycle_len=24, rhp_cycles=3, use_day_types=True)
+    model = RHPForecast(seq_len=7 * 24, pred_len=48, cycle_len=24, rhp_cycles=3, use_day_types=True,
+                        profile="window")
     out = model(x, _marks(1, 168), _marks(1, 48), x_day=days[:, :168], y_day=days[:, 168:])[0, :, 0]
     np.testing.assert_allclose(out[:24], daily[0], rtol=1e-6)
     np.testing.assert_allclose(out[24:], daily[3:6].mean(axis=0), rtol=1e-5)
+    rolling = SeriesProfiles(daily.reshape(-1, 1), days[0].numpy(), cycle=24, n_ref=3)
+    _, fut = rolling.window(0, 7 * 24, 48)                              # the same days, rolled
+    np.testing.assert_allclose(fut[:, 0], out, rtol=1e-5)
     unity_day = calendar.day_types(pd.DatetimeIndex(["2016-10-03", "2016-10-04"]), "DE")
     assert unity_day.tolist() == [calendar.SUNDAY_HOLIDAY, calendar.WORKDAY]
 
 
-def test_recycle_compresses_each_cycle_into_one_token() -> None:
+def test_recycle_compresses_each_cycle_of_each_series_into_one_token() -> None:
     torch.manual_seed(0)
-    model = ReCycle(seq_len=96, pred_len=30, channels=3, cycle_len=24, d_model=16, n_heads=2,
-                    e_layers=1, d_layers=1, d_ff=32)
-    seen = {}
-    model.transformer.register_forward_hook(
-        lambda _m, args, _out: seen.update(src=args[0].shape, tgt=args[1].shape))
-    out = model(torch.randn(2, 96, 3), _marks(2, 96), _marks(2, 30))
-    assert out.shape == (2, 30, 3)
-    assert seen == {"src": (2, 4, 16), "tgt": (2, 2, 16)}      # 96 rows → 4 tokens; 30 → 2 (padded)
-    assert model.enc_in.in_features == 24 * 3 + calendar.N_DAY_TYPES + 4
+    x, profiles = torch.randn(2, 96, 3), {"x_rhp": torch.randn(2, 96, 3), "y_rhp": torch.randn(2, 30, 3)}
+    for tokens, src, tgt, width in (("per_series", (6, 4, 16), (6, 2, 16), 24), ("flat", (2, 4, 16), (2, 2, 16), 72)):
+        model = ReCycle(seq_len=96, pred_len=30, channels=3, cycle_len=24, d_model=16, n_heads=2,
+                        e_layers=1, d_layers=1, d_ff=32, tokens=tokens)
+        seen = {}
+        model.transformer.register_forward_hook(
+            lambda _m, args, _out, seen=seen: seen.update(src=args[0].shape, tgt=args[1].shape))
+        out = model(x, _marks(2, 96), _marks(2, 30), **profiles)
+        assert out.shape == (2, 30, 3)
+        assert seen == {"src": src, "tgt": tgt}       # 96 rows → 4 tokens; 30 → 2 (padded)
+        assert model.enc_in.in_features == width + calendar.N_DAY_TYPES + 4
 
 
-def test_recycle_learns_a_residual_on_top_of_the_profile() -> None:
+def test_recycle_series_are_independent_and_the_residual_adds_to_the_profile() -> None:
     torch.manual_seed(0)
-    kwargs = {"seq_len": 96, "pred_len": 24, "cycle_len": 24, "rhp_cycles": 2, "use_day_types": True}
-    model = ReCycle(channels=2, d_model=16, n_heads=2, e_layers=1, d_layers=1, d_ff=32, **kwargs)
+    model = ReCycle(seq_len=48, pred_len=24, channels=2, cycle_len=24, d_model=16, n_heads=2,
+                    e_layers=1, d_layers=1, d_ff=32, dropout=0.0).eval()
+    x, x_rhp, y_rhp = torch.randn(1, 48, 2), torch.randn(1, 48, 2), torch.randn(1, 24, 2)
+    with torch.no_grad():
+        out = model(x, _marks(1, 48), _marks(1, 24), x_rhp=x_rhp, y_rhp=y_rhp)
+        x2 = x.clone()
+        x2[..., 1] += 5.0                                               # change series 1 only
+        out2 = model(x2, _marks(1, 48), _marks(1, 24), x_rhp=x_rhp, y_rhp=y_rhp)
+        torch.nn.init.zeros_(model.out.weight)
+        torch.nn.init.zeros_(model.out.bias)
+        flat = model(x, _marks(1, 48), _marks(1, 24), x_rhp=x_rhp, y_rhp=y_rhp)
+    torch.testing.assert_close(out2[..., 0], out[..., 0])               # series 0 untouched
+    assert not torch.allclose(out2[..., 1], out[..., 1])
+    torch.testing.assert_close(flat, y_rhp)                             # residual 0: the profile
+
+
+def test_recycle_variants_window_norm_and_zero_init() -> None:
+    torch.manual_seed(0)
+    kwargs = {"seq_len": 96, "pred_len": 24, "cycle_len": 24, "rhp_cycles": 2, "use_day_types": True,
+              "profile": "window"}
+    model = ReCycle(channels=2, d_model=16, n_heads=2, e_layers=1, d_layers=1, d_ff=32, tokens="flat",
+                    window_norm=True, zero_init=True, **kwargs)
     rhp = RHPForecast(**kwargs)
     x, marks = torch.randn(3, 96, 2), _marks(3, 96)
     dow = torch.tensor([[0.5], [-0.5], [1 / 6 - 0.5]]).expand(3, 96)   # Sunday, Monday, Tuesday
@@ -214,7 +282,6 @@ def test_recycle_training_beats_its_profile_on_the_tiny_series() -> None:
     task = _task(model="recycle")
     torch.manual_seed(0)
     model = task.build_model()
-    before = evaluate_model(task, model, "val")["mse"]
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     for step, batch in enumerate(task.train_loader()):
         if step == 40:
@@ -224,7 +291,6 @@ def test_recycle_training_beats_its_profile_on_the_tiny_series() -> None:
         opt.step()
     after = evaluate_model(task, model, "val")["mse"]
     profile = evaluate_model(task, _task(model="rhp").build_model(), "val")["mse"]
-    assert before == pytest.approx(profile, rel=1e-5)
     assert after < 0.9 * profile
 
 

@@ -12,8 +12,8 @@ from torch import nn
 from joulebench.harness.runner import Runner
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store
-from joulebench.methods.lowrank import USV, svd, truncation_rank, weight_slots
-from joulebench.methods.oialr import convert, rediagonalise
+from joulebench.methods.lowrank import USV, RankCut, authors_rank, svd, truncation_rank, weight_slots
+from joulebench.methods.oialr import BasisTracker, Schedule, convert, full_rank_kept, rediagonalise
 
 
 class Small(nn.Module):
@@ -36,7 +36,7 @@ def test_full_rank_conversion_reproduces_the_dense_model() -> None:
     slots = weight_slots(model, min_dim=2)
     assert [s.name for s in slots] == ["conv.weight", "attn.in_proj_weight", "attn.out_proj.weight", "fc.weight"]
     for slot in reversed(slots):
-        convert(model, slot, None, cutoff=0.0, floor=10_000, max_cut=0.0)
+        convert(model, slot, None, RankCut("max_cut", 0.0, 10_000, 0.0))
     assert all(isinstance(s.factor(), USV) for s in slots)
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert "fc.weight_lowrank.sigma" in trainable and "fc.weight" not in trainable
@@ -58,7 +58,7 @@ def test_rank_cut_stays_within_the_discarded_singular_value() -> None:
     _, s, _ = svd(dense)
     x = torch.randn(64, 20)
     y = model(x).detach()
-    r = convert(model, weight_slots(model)[0], None, cutoff=0.2, floor=1, max_cut=1.0)
+    r = convert(model, weight_slots(model)[0], None, RankCut("max_cut", 0.2, 1, 1.0))
     assert r == int((s >= 0.2 * s[0]).sum()) and r < 16
     err = (model(x) - y).norm(dim=1)
     assert torch.all(err <= s[r] * x.norm(dim=1) + 1e-5)  # ||(W - W_r) x|| <= σ_{r+1} ||x||
@@ -68,7 +68,7 @@ def test_rediagonalised_cut_stays_within_the_bound_and_respects_floor_and_max_cu
     torch.manual_seed(2)
     model = nn.Sequential(nn.Linear(16, 16))
     slot = weight_slots(model)[0]
-    convert(model, slot, None, cutoff=0.0, floor=16, max_cut=0.0)
+    convert(model, slot, None, RankCut("max_cut", 0.0, 16, 0.0))
     with torch.no_grad():  # a trained Σ is no longer diagonal
         q1, _ = torch.linalg.qr(torch.randn(16, 16))
         q2, _ = torch.linalg.qr(torch.randn(16, 16))
@@ -76,12 +76,12 @@ def test_rediagonalised_cut_stays_within_the_bound_and_respects_floor_and_max_cu
     d = torch.linalg.svdvals(slot.factor().sigma.detach())
     x = torch.randn(32, 16)
     y = model(x).detach()
-    r = rediagonalise(slot, None, cutoff=0.05, floor=2, max_cut=0.25)
+    r = rediagonalise(slot, None, RankCut("max_cut", 0.05, 2, 0.25))
     assert r == 12  # the cut would keep 7, but at most a quarter of 16 may go per check
     sigma = slot.factor().sigma.detach()
     assert torch.allclose(sigma, torch.diag(torch.diagonal(sigma)), atol=1e-6)
     assert torch.all((model(x) - y).norm(dim=1) <= d[r] * x.norm(dim=1) + 1e-5)
-    assert rediagonalise(slot, None, cutoff=0.99, floor=5, max_cut=1.0) == 5  # the floor holds
+    assert rediagonalise(slot, None, RankCut("max_cut", 0.99, 5, 1.0)) == 5  # the floor holds
     assert truncation_rank(torch.tensor([4.0, 2.0, 1.0, 0.1]), 0.2, 1) == 3
 
 
@@ -99,14 +99,14 @@ def test_optimizer_state_follows_the_rank() -> None:
     step()
     slot = weight_slots(model)[-1]
     dense = model[2].weight
-    r = convert(model, slot, opt, cutoff=0.0, floor=100, max_cut=0.0)
+    r = convert(model, slot, opt, RankCut("max_cut", 0.0, 100, 0.0))
     sigma = slot.factor().sigma
     assert r == 8 and dense not in opt.state and sigma in opt.state
     assert opt.state[sigma]["exp_avg"].shape == (8, 8) and opt.state[sigma]["exp_avg_sq"].min() >= 0
     assert any(p is sigma for p in opt.param_groups[0]["params"])
     assert all(p is not dense for p in opt.param_groups[0]["params"])
     step()
-    r = rediagonalise(slot, opt, cutoff=0.5, floor=3, max_cut=0.5)
+    r = rediagonalise(slot, opt, RankCut("max_cut", 0.5, 3, 0.5))
     new = slot.factor().sigma
     assert 3 <= r < 8 and sigma not in opt.state
     assert {k: tuple(v.shape) for k, v in opt.state[new].items() if v.dim()} == {
@@ -118,7 +118,8 @@ def test_optimizer_state_follows_the_rank() -> None:
 def test_oialr_run_reports_trainable_parameters_over_time(results: Path) -> None:
     spec = resolve(RunSpec(task="ltsf", method="oialr", preset="tiny", budget={"steps": 30},
                            task_params={"model": "transformer", "d_model": 16, "d_ff": 32},
-                           method_params={"every": 4, "sv_cutoff": 0.3}))
+                           method_params={"every": 4, "sv_cutoff": 0.3, "trigger": "schedule",
+                                          "cut": "max_cut", "keep_full_rank": "none"}))
     row = Runner(Store(results)).run(spec)
     assert row["status"] == "ok", row["error"]
     history = json.loads(row["x_trainable_history"])
@@ -136,9 +137,73 @@ def test_two_ranks_stay_identical_through_conversions(results: Path) -> None:
 
     spec = resolve(RunSpec(task="ltsf", method="oialr", preset="tiny", budget={"steps": 16}, world_size=2,
                            task_params={"model": "transformer", "d_model": 16, "d_ff": 32},
-                           method_params={"every": 3, "sv_cutoff": 0.3}))
+                           method_params={"every": 3, "sv_cutoff": 0.3, "trigger": "schedule",
+                                          "cut": "max_cut", "keep_full_rank": "none"}))
     summary = run_parallel(spec, results, "torchrun")
     assert summary["status"] == "ok", summary
     row = Store(results).execute("SELECT * FROM runs WHERE run_key = ?", [spec.run_key]).df().iloc[0]
     assert row["x_param_spread_over_ranks"] == 0.0 and row["x_converted_layers"] == 12
     assert row["x_allreduce_bytes"] > 0 and row["x_trainable_params"] < row["x_dense_trainable_params"]
+
+
+# -- the authors' setup (issue 18) -------------------------------------------------------------
+def test_stability_trigger_fires_on_a_converged_layer_and_waits_on_a_moving_one() -> None:
+    torch.manual_seed(2)
+    model = nn.Sequential(nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 16), nn.Tanh(), nn.Linear(16, 16))
+    slots = weight_slots(model)
+    moving, settled = slots[0], slots[1]
+    tracker = BasisTracker()
+    assert tracker.similarity(settled) is None  # the first check has nothing to compare with
+    assert tracker.similarity(settled) == pytest.approx(1.0, abs=1e-5)  # converged: U Vᵀ still
+    tracker.similarity(moving)
+    with torch.no_grad():
+        moving.dense().copy_(torch.randn(16, 16))  # a basis that is still moving
+    assert tracker.similarity(moving) < 0.5
+
+    class HP:
+        trigger, stability_threshold, layer_fraction = "stability", 0.99, 1.0
+    schedule = Schedule([settled, moving], HP())
+    assert schedule.due() == []  # first look
+    with torch.no_grad():
+        moving.dense().copy_(torch.randn(16, 16))
+    assert [s.name for s in schedule.due()] == [settled.name]
+    assert schedule.similarities[settled.name] == pytest.approx(1.0, abs=1e-5)
+    assert [s.name for s in schedule.pending] == [moving.name]
+    assert [s.name for s in schedule.due()] == [moving.name]  # it stopped moving
+
+
+def test_layers_checked_grow_by_a_fraction_from_the_output_side() -> None:
+    model = nn.Sequential(*[nn.Linear(8, 8) for _ in range(10)])
+    slots = list(reversed(weight_slots(model)))
+
+    class HP:
+        trigger, stability_threshold, layer_fraction = "stability", 0.99, 0.2
+    schedule = Schedule(slots, HP())
+    schedule.due()  # looks at the last two layers
+    assert set(schedule.tracker.previous) == {"9.weight", "8.weight"}
+    assert {s.name for s in schedule.due()} == {"9.weight", "8.weight"}  # stable: converted
+    assert set(schedule.tracker.previous) == {"9.weight", "8.weight", "7.weight", "6.weight"}
+
+
+def test_first_and_last_layers_stay_full_rank_by_default(results: Path) -> None:
+    model = nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8))
+    slots = weight_slots(model)
+    assert full_rank_kept(slots, "first_last") == {"0.weight", "2.weight"}
+    assert full_rank_kept(slots, "last") == {"2.weight"} and full_rank_kept(slots, "none") == set()
+    spec = resolve(RunSpec(task="ltsf", method="oialr", preset="tiny", budget={"steps": 30},
+                           task_params={"model": "transformer", "d_model": 16, "d_ff": 32},
+                           method_params={"every": 4, "stability_threshold": 0.0}))
+    row = Runner(Store(results)).run(spec)
+    assert row["status"] == "ok", row["error"]
+    kept = json.loads(row["x_kept_full_rank"])
+    assert len(kept) == 2 and row["x_eligible_layers"] == 10
+    assert not set(kept) & set(json.loads(row["x_ranks"]))
+    assert row["x_converted_layers"] > 0
+
+
+def test_the_authors_cut_is_relative_to_the_singular_value_at_one_percent() -> None:
+    s = torch.cat([torch.tensor([100.0]), torch.linspace(10, 1, 199)])  # rank 200: reference s[2]
+    assert authors_rank(s, 0.1) == int((s >= 0.1 * s[2]).sum())
+    assert authors_rank(s, 0.1) > truncation_rank(s, 0.1, 1)  # not relative to the largest
+    assert authors_rank(torch.tensor([1.0, 1e-3, 1e-4]), 0.1) == 1
+    assert RankCut("authors", 0.1).keep(s) == authors_rank(s, 0.1)

@@ -175,7 +175,7 @@ def test_petnet_learns_coincidences() -> None:
     cfg = DetectorConfig(rings=1, crystals=16, n_steps=32, activity=0.1, scatter=0.0,
                          randoms=0.0)
     ds = PETDataset(simulate(cfg, 256, seed=0))
-    net = PETNet(cfg, hidden=8, taps=5)
+    net = PETNet(cfg, hidden=8, taps=5, arch="local")  # the shared-weight variant
     opt = torch.optim.Adam(net.parameters(), lr=0.01)
     x, y = ds.dense_hits(0, 256), ds.dense_target(0, 256)
     truth = truth_table(ds.data.pairs)
@@ -196,11 +196,28 @@ def _run(results: Path, **spec) -> dict:
     return Runner(Store(results)).run(resolved)
 
 
-def test_tiny_runs_through_the_harness(results: Path) -> None:
+def test_decode_uses_geometry_only_when_the_network_has_it() -> None:
+    spikes = torch.zeros(1, 4, 16)
+    spikes[0, 1, [0, 3]] = 1.0                       # crystals 0 and 3 spike together: not opposite
+    spikes[0, 2, [5, 13]] = 1.0                      # 5 and 13: opposite on a 16-crystal ring
+    with_geo = decode(spikes, 16, max_dev=1)
+    assert with_geo[:, 1:3].tolist() == [[5, 13]]
+    without = decode(spikes, 16, max_dev=None)
+    assert sorted(without[:, 1:3].tolist()) == [[0, 3], [5, 13]]
+
+
+def test_tiny_preset_is_the_dense_network_and_learns(results: Path) -> None:
     petnet = _run(results, method="backprop")
     assert petnet["status"] == "ok", petnet.get("traceback")
-    assert petnet["model"] == "petnet" and petnet["gradient_updates"] == 30
-    assert 0.0 <= petnet["metric_f1"] <= 1.0 and petnet["metric_events_per_s"] > 0
+    assert petnet["model"] == "petnet" and petnet["gradient_updates"] == 80
+    assert petnet["metric_f1"] > 0.2 and petnet["metric_events_per_s"] > 0  # F1 0 before
+    spec = resolve(RunSpec(task="pet", preset="tiny"))
+    assert spec.task_params["arch"] == "dense" and spec.task_params["taps"] == 1
+    nogeo = _run(results, method="backprop", task_params={"geometry": False}, budget={"steps": 2})
+    assert nogeo["status"] == "ok" and nogeo["model"] == "petnet-nogeo"
+
+
+def test_sorter_runs_through_the_harness(results: Path) -> None:
     sorter = _run(results, method="time_window_sorter", task_params={"model": "sorter"})
     assert sorter["status"] == "ok", sorter.get("traceback")
     assert sorter["model"] == "sorter" and sorter["gradient_updates"] == 0

@@ -143,6 +143,12 @@ class ERA5(Task):
     primary_metric = "rmse_norm"
     capabilities = frozenset({"sample_index", "regression", "functional"})
 
+    data_params = ("data_dir",)
+
+    @classmethod
+    def data_files(cls, hp, preset):
+        return [Path(hp["data_dir"]).expanduser()] if hp.get("data_dir") else []
+
     # -- data ---------------------------------------------------------------------------------
     def store_path(self) -> Path:
         hp = self.hp

@@ -100,6 +100,14 @@ class ImageNet(Task):
             extra.add("functional")
         return cls.capabilities | extra
 
+    data_params = ("data_dir",)
+
+    @classmethod
+    def data_files(cls, hp, preset):
+        if hp.get("dataset") != "imagenet" or not hp.get("data_dir"):
+            return []
+        return [Path(hp["data_dir"]).expanduser()]
+
     # -- data ---------------------------------------------------------------------------------
     def root(self) -> Path:
         hp = self.hp

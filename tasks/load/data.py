@@ -9,6 +9,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from joulebench.harness.data_checks import refuse_non_finite
+
 HORIZON = 24
 
 
@@ -25,7 +27,11 @@ def read_csv(path: str | Path, time_col: str, target: str) -> pd.DataFrame:
             raise ValueError(f"{path} has no column '{col}' (columns: {list(frame.columns)})")
     frame[time_col] = pd.to_datetime(frame[time_col])
     frame = frame.rename(columns={time_col: "time", target: "target"})
-    frame["target"] = frame["target"].astype(float).interpolate().bfill().ffill()
+    frame["target"] = frame["target"].astype(float)
+    numeric = frame.select_dtypes("number")
+    if np.isinf(numeric.to_numpy(dtype=float)).any():
+        refuse_non_finite(numeric, path)  # inf is never a gap: name it (NaN gaps are filled below)
+    frame["target"] = frame["target"].interpolate().bfill().ffill()
     return frame
 
 

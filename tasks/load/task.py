@@ -20,6 +20,7 @@ the same test windows from the same ε draws (common random numbers) with the sa
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -96,6 +97,12 @@ class LoadForecast(Task):
     is calibrated). spread, sigma_factor: the widths chosen on validation (not quality metrics)."""
     primary_metric = "crps"
     capabilities = frozenset({"sample_index", "regression", "functional"})
+
+    data_params = ("csv",)
+
+    @classmethod
+    def data_files(cls, hp, preset):
+        return [Path(hp["csv"]).expanduser()] if hp.get("csv") else []
 
     def setup(self) -> None:
         hp = self.hp

@@ -17,6 +17,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset
 
+from joulebench.harness.data_checks import refuse_non_finite
+
 # name → (file name, split rule); rule "etth"/"ettm" = fixed month borders, "ratio" = 70/10/20
 DATASETS: dict[str, tuple[str, str]] = {
     "ETTh1": ("ETTh1.csv", "etth"), "ETTh2": ("ETTh2.csv", "etth"),
@@ -50,6 +52,7 @@ def read_csv(path: Path) -> pd.DataFrame:
     if "date" not in frame.columns:
         raise ValueError(f"{path} has no 'date' column: expected the LTSF layout (date, features..., target)")
     frame["date"] = pd.to_datetime(frame["date"])
+    refuse_non_finite(frame.drop(columns=["date"]), path)
     return frame
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -12,7 +13,7 @@ from torch.utils.data import DataLoader, Dataset
 from joulebench.harness.params import Param
 from joulebench.harness.registry import register_task
 from joulebench.harness.task import Batch, Preset, Task
-from joulebench.tasks.ltsf import calendar, data
+from joulebench.tasks.ltsf import calendar, data, recycle
 from joulebench.tasks.ltsf.zoo import MODELS
 
 EVAL_BATCH = 256
@@ -42,15 +43,30 @@ def _splits(dataset: str, data_dir: str, n_rows: int, seed: int, seq_len: int, l
     return splits, scaler, info
 
 
+ATTENTION = ("transformer", "patchtst", "autoformer", "recycle")
+PROFILE = ("recycle", "rhp")
+SYNTHETIC = {"dataset": ("synthetic",)}
+REAL = {"dataset": tuple(data.DATASETS)}
+
+
+def for_models(*models: str) -> dict[str, tuple[str, ...]]:
+    """``applies`` for a parameter that only some models of the zoo read."""
+    unknown = set(models) - set(MODELS)
+    assert not unknown, f"for_models names unknown models {unknown}"
+    return {"model": models}
+
+
 @register_task
 class LTSF(Task):
     name = "ltsf"
     description = "Long-term time-series forecasting on the LTSF benchmark data (MSE/MAE, scaled)"
     params = {
         "dataset": Param("synthetic", choices=("synthetic", *data.DATASETS)),
-        "data_dir": Param("", help="directory holding the dataset's CSV (full preset)"),
-        "n_rows": Param(2000, low=200, high=10_000_000, help="rows of the synthetic series"),
-        "data_seed": Param(0, help="seed of the synthetic series (fixed across run seeds)"),
+        "data_dir": Param("", help="directory holding the dataset's CSV (full preset)", applies=REAL),
+        "n_rows": Param(2000, low=200, high=10_000_000, help="rows of the synthetic series",
+                        applies=SYNTHETIC),
+        "data_seed": Param(0, help="seed of the synthetic series (fixed across run seeds)",
+                           applies=SYNTHETIC),
         "features": Param("M", choices=("M", "S"), help="M: all channels; S: target only"),
         "target": Param("OT"),
         "seq_len": Param(96, low=8, high=4096),
@@ -58,28 +74,45 @@ class LTSF(Task):
         "pred_len": Param(96, low=1, high=4096),
         "model": Param("dlinear", choices=tuple(MODELS)),
         "batch_size": Param(32, low=1, high=65536),
-        "kernel_size": Param(25, low=3, high=201),
-        "individual": Param(False),
-        "d_model": Param(64, low=8, high=2048),
-        "n_heads": Param(4, low=1, high=64),
-        "e_layers": Param(2, low=1, high=12),
-        "d_layers": Param(1, low=1, high=12),
-        "d_ff": Param(128, low=8, high=8192),
-        "dropout": Param(0.05, low=0.0, high=0.9),
+        "kernel_size": Param(25, low=3, high=201, applies=for_models("dlinear", "autoformer")),
+        "individual": Param(False, applies=for_models("dlinear")),
+        "d_model": Param(64, low=8, high=2048, applies=for_models(*ATTENTION)),
+        "n_heads": Param(4, low=1, high=64, applies=for_models(*ATTENTION)),
+        "e_layers": Param(2, low=1, high=12, applies=for_models(*ATTENTION, "mlp")),
+        "d_layers": Param(1, low=1, high=12, applies=for_models("transformer", "autoformer", "recycle")),
+        "d_ff": Param(128, low=8, high=8192, applies=for_models(*ATTENTION, "mlp")),
+        "activation": Param("relu", choices=("relu", "tanh"), applies=for_models("mlp"),
+                            help="mlp: hidden activation (feedback methods use tanh by default "
+                                 "through their own activation parameter)"),
+        "dropout": Param(0.05, low=0.0, high=0.9, applies=for_models(*ATTENTION)),
         "cycle_len": Param(0, low=0, high=100_000,
                            help="primary cycle in rows (ReCycle, seasonal-naive, MASE); 0: from the "
                                 "timestamps (24 hourly, 96 for 15 min, 7 daily, 52 weekly)"),
-        "rhp_cycles": Param(3, low=1, high=365, help="cycles averaged by the recent historic profile"),
+        "rhp_cycles": Param(3, low=1, high=365, help="cycles averaged by the recent historic profile",
+                            applies=for_models(*PROFILE)),
+        "rhp": Param("rolling", choices=recycle.PROFILES, applies=for_models(*PROFILE),
+                     help="ReCycle/RHP profile: rolling per day type over the series' history (the "
+                          "authors'), or window: from the input window alone (variant)"),
+        "recycle_tokens": Param("per_series", choices=recycle.TOKENS, applies=for_models("recycle"),
+                                help="ReCycle tokens: each series separately (the authors'), or flat: "
+                                     "all channels of a cycle in one token (variant)"),
+        "recycle_window_norm": Param(False, applies=for_models("recycle"),
+                                     help="ReCycle variant: tokens scaled by the window's spread"),
+        "recycle_zero_init": Param(False, applies=for_models("recycle"),
+                                   help="ReCycle variant: output layer starts at zero (= RHP)"),
         "day_types": Param("auto", choices=("auto", "on", "off"),
                            help="RHP per day type (workday/Saturday/Sunday-holiday); auto: on when "
-                                "the cycle is one day"),
+                                "the cycle is one day", applies=for_models(*PROFILE)),
         "holiday_country": Param("", help="ISO code for public holidays as day type 2 (holidays "
-                                          "package), e.g. DE, CN; empty: Sundays only"),
-        "patch_len": Param(16, low=1, high=4096, help="PatchTST patch length"),
-        "stride": Param(8, low=1, high=4096, help="PatchTST patch stride"),
-        "head_dropout": Param(0.0, low=0.0, high=0.9, help="PatchTST head dropout"),
-        "revin": Param(True, help="PatchTST instance normalisation"),
-        "factor": Param(3.0, low=0.1, high=100.0, help="Autoformer: top factor·ln(L) lags"),
+                                          "package), e.g. DE, CN; empty: Sundays only",
+                                applies=for_models(*PROFILE)),
+        "patch_len": Param(16, low=1, high=4096, help="PatchTST patch length", applies=for_models("patchtst")),
+        "stride": Param(8, low=1, high=4096, help="PatchTST patch stride", applies=for_models("patchtst")),
+        "head_dropout": Param(0.0, low=0.0, high=0.9, help="PatchTST head dropout",
+                              applies=for_models("patchtst")),
+        "revin": Param(True, help="PatchTST instance normalisation", applies=for_models("patchtst")),
+        "factor": Param(3.0, low=0.1, high=100.0, help="Autoformer: top factor·ln(L) lags",
+                        applies=for_models("autoformer")),
     }
     presets = {
         "tiny": Preset(
@@ -114,18 +147,31 @@ class LTSF(Task):
         extra = {"sequential_blocks"} if hp.get("model") == "mlp" else set()
         return cls.capabilities | extra
 
+    data_params = ("data_dir",)
+
+    @classmethod
+    def data_files(cls, hp, preset):
+        if hp.get("dataset", "synthetic") == "synthetic" or not hp.get("data_dir"):
+            return []
+        return [Path(hp["data_dir"]).expanduser() / data.DATASETS[hp["dataset"]][0]]
+
     def setup(self) -> None:
         hp = self.hp
         mtime = 0.0
         if hp.dataset != "synthetic":
             mtime = data.locate(hp.dataset, hp.data_dir).stat().st_mtime
-        self.splits, self.scaler, info = _splits(hp.dataset, hp.data_dir, hp.n_rows, hp.data_seed,
-                                                 hp.seq_len, hp.label_len, hp.pred_len, hp.features,
-                                                 hp.target, mtime, hp.holiday_country)
+        self.splits, self.scaler, info = _splits(hp.dataset, hp.get("data_dir", ""), hp.get("n_rows", 0),
+                                                 hp.get("data_seed", 0), hp.seq_len, hp.label_len,
+                                                 hp.pred_len, hp.features, hp.target, mtime,
+                                                 hp.get("holiday_country", ""))
         self.channels = self.splits["train"].values.shape[1]
         self.cycle_len = int(hp.cycle_len) or info["cycle"]
         one_day = round(info["rows_per_day"]) == self.cycle_len
-        self.use_day_types = hp.day_types == "on" or (hp.day_types == "auto" and one_day)
+        day_types = hp.get("day_types", "off")
+        self.use_day_types = day_types == "on" or (day_types == "auto" and one_day)
+        if hp.model in PROFILE and hp.rhp == "rolling":
+            self.splits = recycle.with_profiles(self.splits, data.SPLITS, self.cycle_len,
+                                                hp.rhp_cycles, self.use_day_types)
         train = self.splits["train"].values.numpy().astype(np.float64)
         m = min(self.cycle_len, len(train) - 1)
         naive = np.abs(train[m:] - train[:-m]).mean(axis=0)
@@ -135,14 +181,16 @@ class LTSF(Task):
         return self.splits["train"]
 
     def build_model(self) -> nn.Module:
-        hp = type(self.hp)({**self.hp, "cycle_len": self.cycle_len,
-                            "use_day_types": self.use_day_types})
+        hp = self.hp.derive(cycle_len=self.cycle_len, use_day_types=self.use_day_types)
         return MODELS[self.hp.model](hp, self.channels)
 
     def forward(self, model: nn.Module, batch: Batch) -> torch.Tensor:
-        if getattr(getattr(model, "module", model), "accepts_day_types", False) and "x_day" in batch:
+        inner = getattr(model, "module", model)
+        if getattr(inner, "accepts_day_types", False) and "x_day" in batch:
+            profiles = ({"x_rhp": batch["x_rhp"], "y_rhp": batch["y_rhp"]}
+                        if getattr(inner, "accepts_profiles", False) and "x_rhp" in batch else {})
             return model(batch["x"], batch["x_mark"], batch["y_mark"], x_day=batch["x_day"],
-                         y_day=batch["y_day"])
+                         y_day=batch["y_day"], **profiles)
         return model(batch["x"], batch["x_mark"], batch["y_mark"])
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:

@@ -60,7 +60,9 @@ def _recycle(hp: Mapping, channels: int) -> nn.Module:
 
     return ReCycle(hp["seq_len"], hp["pred_len"], channels, hp["cycle_len"], hp["rhp_cycles"],
                    hp["use_day_types"], hp["d_model"], hp["n_heads"], hp["e_layers"],
-                   hp["d_layers"], hp["d_ff"], hp["dropout"])
+                   hp["d_layers"], hp["d_ff"], hp["dropout"], profile=hp["rhp"],
+                   tokens=hp["recycle_tokens"], window_norm=hp["recycle_window_norm"],
+                   zero_init=hp["recycle_zero_init"])
 
 
 @register_model("rhp")
@@ -68,7 +70,7 @@ def _rhp(hp: Mapping, channels: int) -> nn.Module:
     from joulebench.tasks.ltsf.recycle import RHPForecast
 
     return RHPForecast(hp["seq_len"], hp["pred_len"], hp["cycle_len"], hp["rhp_cycles"],
-                       hp["use_day_types"])
+                       hp["use_day_types"], profile=hp["rhp"])
 
 
 @register_model("last_value")
@@ -96,8 +98,15 @@ class SequentialForecaster(nn.Sequential):
     """An ``nn.Sequential`` of blocks that takes the LTSF call ``(x, x_mark, y_mark)``.
 
     The blocks see only ``x``; each block's output is the next block's input, so local-learning
-    methods (F³, DFA, DRTP: task capability ``sequential_blocks``) can train block by block.
+    methods (F³, DFA, DRTP, LLO: task capability ``sequential_blocks``) can train block by block.
+    ``independent_axes`` names, per block output, the axis along which the model computes
+    independently (the channels): feedback methods then map each channel's error onto that
+    channel's hidden units only.
     """
+
+    def __init__(self, *blocks: nn.Module, independent_axes: tuple[int | None, ...] | None = None):
+        super().__init__(*blocks)
+        self.independent_axes = independent_axes
 
     def forward(self, x, x_mark=None, y_mark=None):
         for block in self:
@@ -105,11 +114,18 @@ class SequentialForecaster(nn.Sequential):
         return x
 
 
+ACTIVATIONS: dict[str, type[nn.Module]] = {"relu": nn.ReLU, "tanh": nn.Tanh}
+
+
 @register_model("mlp")
 def _mlp(hp: Mapping, channels: int) -> nn.Module:
-    """Channel-independent MLP over time: seq_len → d_ff (ReLU) × e_layers → pred_len, as blocks."""
+    """Channel-independent MLP over time: seq_len → d_ff (``activation``) × e_layers → pred_len.
+
+    Hidden block outputs are (batch, channel, d_ff), the last block's (batch, pred_len, channel).
+    """
     width, hidden = hp["d_ff"], max(int(hp["e_layers"]), 1)
-    blocks = [nn.Sequential(_Transpose(), nn.Linear(hp["seq_len"], width), nn.ReLU())]
-    blocks += [nn.Sequential(nn.Linear(width, width), nn.ReLU()) for _ in range(hidden - 1)]
+    act = ACTIVATIONS[hp["activation"]]
+    blocks = [nn.Sequential(_Transpose(), nn.Linear(hp["seq_len"], width), act())]
+    blocks += [nn.Sequential(nn.Linear(width, width), act()) for _ in range(hidden - 1)]
     blocks.append(nn.Sequential(nn.Linear(width, hp["pred_len"]), _Transpose()))
-    return SequentialForecaster(*blocks)
+    return SequentialForecaster(*blocks, independent_axes=(1,) * hidden + (2,))

@@ -1,10 +1,21 @@
 """PETNet: a spiking network (snntorch leaky neurons, surrogate gradient) that reads detector hits
 as spike trains and answers with a spike on both crystals of each coincidence it finds.
 
-Input per step: the binary hits of every crystal, optionally beside a geometry channel in which each
-hit marks the crystals opposite it (``geometry=True``), each seen through ``taps`` steps of synaptic
-delay. Two layers of leaky integrate-and-fire neurons follow (hidden, then one output neuron per
-crystal). The readout pairs output spikes of the same step by geometry.
+The authors' setup (Helmholtz-AI-Energy/PETNet: ``SNN/*.slurm`` and their logs): a fully connected
+SNN over all crystals (``train_snn.py --nodes 480``: 480 hidden leaky neurons, one or two hidden
+layers), 1,000 time steps per sample, 36,000 training and 4,000 test samples, the count + timing
+loss (weight 0.1), 30-60 epochs; a "plus geometry" data variant adds the detector geometry to the
+input. Here the default (``arch="dense"``) is that network: the hits of every crystal (and, with
+``geometry=True``, the geometry channel: each hit marks the crystals opposite it) feed ``hidden``
+leaky neurons, then one output neuron per crystal; ``taps`` = 1 feeds each step as it comes
+(the authors'), more taps add synaptic delay lines (an option).
+
+``arch="local"`` is the project's earlier variant: weights shared across crystals, each crystal's
+neurons seeing its own hits and a *partner* channel (the fixed geometry, or with
+``geometry=False`` a learned crystal-to-crystal map), so coincidence logic is built in.
+
+The readout pairs output spikes of nearby steps; by geometry (opposite crystals) only when the
+network was given the geometry, so ``geometry=False`` is a clean ablation.
 """
 
 from __future__ import annotations
@@ -42,18 +53,17 @@ def _surrogate(name: str, slope: float):
 class PETNet(nn.Module):
     """Two layers of leaky integrate-and-fire neurons over delayed hit and partner inputs.
 
-    ``arch="local"`` (default) shares its weights across crystals: each crystal has ``hidden``
-    neurons that see, through ``taps`` steps of delay, its own hits and a *partner* channel: the
-    hits of the crystals that can pair with it. With ``geometry=True`` the partner channel is the
-    fixed detector geometry (each hit marks the crystals opposite it); with ``geometry=False`` it
-    is a learned crystal-to-crystal map (``C × C`` weights) that must discover the geometry.
-    ``arch="dense"`` is a fully connected network over all crystals (and the geometry channel).
+    ``arch="dense"`` (default, the authors'): fully connected over all crystals (and the geometry
+    channel when ``geometry=True``). ``arch="local"`` (variant) shares its weights across
+    crystals: each crystal has ``hidden`` neurons that see, through ``taps`` steps of delay, its own
+    hits and a *partner* channel: the fixed geometry, or with ``geometry=False`` a learned
+    crystal-to-crystal map (``C × C`` weights) that must discover it.
     """
 
-    def __init__(self, cfg: DetectorConfig, hidden: int = 16, taps: int = 6,
+    def __init__(self, cfg: DetectorConfig, hidden: int = 480, taps: int = 1,
                  geometry: bool = True, beta: float = 0.8, surrogate_name: str = "fast_sigmoid",
                  slope: float = 5.0, reach: int | None = None, ring_reach: int = 1,
-                 arch: str = "local") -> None:
+                 arch: str = "dense") -> None:
         super().__init__()
         self.cfg = cfg
         self.C = cfg.n_crystals
@@ -137,14 +147,15 @@ def petnet_loss(out: torch.Tensor, target: torch.Tensor, w_count: float, w_time:
     return w_count * count + w_time * timing
 
 
-def decode(spikes: np.ndarray | torch.Tensor, crystals_per_ring: int, max_dev: int,
+def decode(spikes: np.ndarray | torch.Tensor, crystals_per_ring: int, max_dev: int | None,
            offset: int = 0, max_dt: int = 1, merge: int = 2, lookahead: int = 16) -> np.ndarray:
     """Output spikes (B, T, C) → (sample, a, b, step) coincidences.
 
-    Two spikes of one sample at most ``max_dt`` steps apart whose crystals lie within ``max_dev``
-    crystals of opposite are candidate pairs; pairs are taken greedily, the most back-to-back and
-    simultaneous first, each spike used once, reported at the later spike's step. The same pair
-    found again within ``merge`` steps counts once.
+    Two spikes of one sample at most ``max_dt`` steps apart are candidate pairs; with ``max_dev``
+    their crystals must also lie within ``max_dev`` crystals of opposite (the geometry), with
+    ``None`` any two crystals pair (no geometry: the ablation). Pairs are taken greedily, the most
+    back-to-back (with geometry) and simultaneous first, each spike used once, reported at the
+    later spike's step. The same pair found again within ``merge`` steps counts once.
     """
     if torch.is_tensor(spikes):
         spikes = spikes.detach().cpu().numpy()
@@ -160,10 +171,16 @@ def decode(spikes: np.ndarray | torch.Tensor, crystals_per_ring: int, max_dev: i
         if not ok.any():
             break
         i, j = i[ok], j[ok]
-        d = (idx[j, 2] % n - idx[i, 2] % n - n // 2) % n
-        dev = np.minimum(d, n - d)
-        geo = dev <= max_dev
-        cost = dev * 4 + np.abs(idx[j, 2] // n - idx[i, 2] // n) + (idx[j, 1] - idx[i, 1]) * 8
+        other = idx[i, 2] != idx[j, 2]  # a crystal never pairs with itself
+        i, j = i[other], j[other]
+        dt = idx[j, 1] - idx[i, 1]
+        if max_dev is None:
+            geo, cost = np.ones(len(i), dtype=bool), dt * 8 + k  # time only, nearest spikes first
+        else:
+            d = (idx[j, 2] % n - idx[i, 2] % n - n // 2) % n
+            dev = np.minimum(d, n - d)
+            geo = dev <= max_dev
+            cost = dev * 4 + np.abs(idx[j, 2] // n - idx[i, 2] // n) + dt * 8
         cand.append(np.stack([cost[geo], i[geo], j[geo]], axis=1))
     cand = np.concatenate(cand) if cand else np.zeros((0, 3), dtype=np.int64)
     if len(cand) == 0:

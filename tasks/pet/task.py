@@ -76,11 +76,15 @@ class PET(Task):
         "n_test": Param(1000, low=1, high=10_000_000),
         "data_seed": Param(0, help="seed of the simulation (fixed across run seeds)"),
         "model": Param("petnet", choices=("petnet", "sorter")),
-        "geometry": Param(True, help="PETNet: each hit also marks its opposite crystals"),
-        "arch": Param("local", choices=("local", "dense"),
-                      help="PETNet: weights shared across crystals, or fully connected"),
-        "hidden": Param(16, low=1, high=8192, help="PETNet hidden neurons (per crystal if local)"),
-        "taps": Param(6, low=1, high=64, help="PETNet: steps of synaptic delay seen per input"),
+        "geometry": Param(True, help="PETNet: each hit also marks its opposite crystals, and the "
+                                     "readout pairs opposite crystals only; False: no geometry anywhere"),
+        "arch": Param("dense", choices=("dense", "local"),
+                      help="PETNet: fully connected (the authors'), or weights shared across "
+                           "crystals with a partner channel (variant)"),
+        "hidden": Param(480, low=1, high=8192,
+                        help="PETNet hidden neurons (the authors': 480; per crystal if local)"),
+        "taps": Param(1, low=1, high=64,
+                      help="PETNet: steps of synaptic delay seen per input (1: none, the authors')"),
         "beta": Param(0.8, low=0.0, high=1.0, help="initial membrane decay (learned)"),
         "surrogate": Param("fast_sigmoid", choices=("fast_sigmoid", "atan", "sigmoid")),
         "slope": Param(5.0, low=0.1, high=1000.0, help="surrogate gradient slope"),
@@ -96,9 +100,9 @@ class PET(Task):
     presets = {
         "tiny": Preset(
             params={"geometry_preset": "tiny", "n_train": 256, "n_val": 64, "n_test": 64,
-                    "activity": 0.05, "hidden": 8, "batch_size": 32},
-            budget={"steps": 30}, eval_every=15, target=0.5, timeout_s=120,
-            method_defaults={"backprop": {"lr": 0.005}},
+                    "activity": 0.05, "hidden": 64, "batch_size": 32},
+            budget={"steps": 80}, eval_every=40, target=0.5, timeout_s=120,
+            method_defaults={"backprop": {"lr": 0.02}},
             description="2 rings × 16 crystals, 32 steps; seconds on one core"),
         "small": Preset(
             params={"geometry_preset": "small", "n_train": 4000, "n_val": 500, "n_test": 1000,
@@ -133,6 +137,14 @@ class PET(Task):
                               efficiency=hp.efficiency, spread=hp.spread,
                               ring_spread=hp.ring_spread, max_delay=hp.max_delay,
                               jitter=hp.jitter, scatter=hp.scatter, randoms=hp.randoms)
+
+    data_params = ("data_dir",)
+
+    @classmethod
+    def data_files(cls, hp, preset):
+        if not hp.get("data_dir"):
+            return []
+        return [Path(hp["data_dir"]).expanduser() / f"{split}.npz" for split in SPLITS]
 
     def setup(self) -> None:
         hp = self.hp
@@ -181,8 +193,8 @@ class PET(Task):
             for lo in range(0, len(data), EVAL_BATCH):
                 hi = min(lo + EVAL_BATCH, len(data))
                 spikes = model(data.dense_hits(lo, hi).to(self.device))
-                parts.append(decode(spikes, self.cfg.crystals, max_dev=self.cfg.spread + 1,
-                                    offset=lo))
+                parts.append(decode(spikes, self.cfg.crystals, offset=lo,
+                                    max_dev=self.cfg.spread + 1 if self.hp.geometry else None))
             pred = np.concatenate(parts) if parts else np.zeros((0, 4), dtype=np.int64)
         return pred, time.perf_counter() - start
 
@@ -199,4 +211,5 @@ class PET(Task):
     def model_name(self) -> str:
         if self.hp.model == "sorter":
             return "sorter"
-        return "petnet" + ("" if self.hp.geometry else "-nogeo")
+        return ("petnet" + ("" if self.hp.arch == "dense" else "-local")
+                + ("" if self.hp.geometry else "-nogeo"))

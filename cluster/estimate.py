@@ -1,0 +1,383 @@
+"""A campaign's cost before it runs: train seconds, joules, device-hours and CO2 per planned run.
+
+The forecast has two parts, both fitted on stored ``ok`` rows of the same hardware class:
+
+1. **Train seconds** from the most similar stored configuration, as seconds per training sample
+   times the samples the run's budget plans. Similarity levels, closest first: the same
+   configuration (any seed, any code version); the same task, preset, model and method with other
+   method parameters; the same task, preset and model with another method; the same task, preset
+   and method with another model. A run with none of these is reported as "no basis", never
+   guessed.
+2. **Joules** from the energy-scaling seed's shape, energy = a · device-hours (train), where ``a``
+   (J per device-hour) may depend on samples and updates per device-hour. Both a constant ``a``
+   and ``a`` linear in those two rates are fitted; the one with the smaller leave-one-cell-out
+   error is used and named in the output. Where energy is a codecarbon estimate (these machines)
+   ``a`` is close to a constant power by construction: the energy forecast then holds because
+   estimated energy is proportional to time.
+
+``validate`` leaves each stored cell (configuration minus seed) out in turn, forecasts it from the
+rest, and reports the median absolute percentage error of train seconds and joules.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from joulebench.harness.cells import annotate, hardware_class
+from joulebench.harness.spec import ResolvedSpec
+
+CONFIG = ["task", "preset", "model", "method", "method_params", "task_params", "budget_steps",
+          "budget_epochs", "budget_seconds", "world_size"]
+"""A configuration: what a cell is, minus the code version (rows of any code version inform a forecast)."""
+LEVELS = (("same configuration", CONFIG),
+          ("other budget", ["task", "preset", "model", "method", "method_params", "task_params", "world_size"]),
+          ("other method parameters", ["task", "preset", "model", "method", "task_params", "world_size"]))
+"""Similarity levels a forecast is made from, closest first."""
+GUESSES = (("other method", ["task", "preset", "model", "task_params"]),
+           ("other model", ["task", "preset", "method"]))
+"""Looser levels that are *not* a basis: on the demo campaign, seconds per sample moved by 40 % to
+7x between models and between methods on one model (``--validate`` prints what they would have
+given), so a run whose nearest stored run is this far away is reported as "no basis"."""
+COLUMNS = ("run_key task preset model method method_params task_params budget_steps budget_epochs "
+           "budget_seconds world_size device samples epochs gradient_updates train_s wall_s "
+           "train_energy_j total_energy_j device_hours cpu_model gpu_model hardware_class "
+           "energy_estimated co2_total_g carbon_intensity_g_per_kwh spec_json code_hash cell_key").split()
+
+
+@dataclass
+class Forecast:
+    label: str
+    basis: str | None
+    """Which similarity level the time came from, or None: no basis."""
+    train_s: float | None = None
+    energy_j: float | None = None
+    device_hours: float | None = None
+    co2_g: float | None = None
+
+
+@dataclass
+class EnergyModel:
+    """energy_J = a · train device-hours, a = c0 (+ c1 · samples/dh + c2 · updates/dh)."""
+
+    coef: np.ndarray
+    linear: bool
+
+    def per_device_hour(self, samples_per_dh: float, updates_per_dh: float) -> float:
+        if not self.linear:
+            return float(self.coef[0])
+        return float(self.coef @ np.array([1.0, samples_per_dh, updates_per_dh]))
+
+    def describe(self) -> str:
+        if not self.linear:
+            return f"energy = a · device-hours, a = {self.coef[0]:,.0f} J per device-hour (constant)"
+        c0, c1, c2 = self.coef
+        return (f"energy = a · device-hours, a = {c0:,.0f} + {c1:.4g}·samples/dh + {c2:.4g}·updates/dh "
+                "J per device-hour")
+
+
+# -- history ----------------------------------------------------------------------------------------
+def history(store, hw: str | None = None) -> pd.DataFrame:
+    """Stored ok rows (not search trials) with the columns a forecast uses, of one hardware class."""
+    known = {r[0] for r in store.execute("DESCRIBE runs").fetchall()}
+    cols = ", ".join(c for c in COLUMNS if c in known)
+    rows = store.execute(f"SELECT {cols} FROM runs WHERE status = 'ok' AND parent_key IS NULL").df()
+    if rows.empty:
+        return rows
+    rows = annotate(rows)
+    rows = rows[rows["train_s"].notna() & (rows["train_s"] > 0)]
+    if hw is not None:
+        rows = rows[rows["hw"] == hw]
+    for c in ("budget_steps", "budget_epochs", "budget_seconds"):
+        rows[c] = pd.to_numeric(rows[c], errors="coerce")
+    rows["train_dh"] = rows["world_size"] * rows["train_s"] / 3600.0
+    return rows.reset_index(drop=True)
+
+
+def spec_features(spec: ResolvedSpec) -> dict[str, Any]:
+    """A planned run in the columns of a stored row (as the runner writes them)."""
+    return {"task": spec.task, "preset": spec.preset, "method": spec.method,
+            "model": str(spec.task_params.get("model", spec.task)),
+            "task_params": json.dumps(spec.task_params, sort_keys=True),
+            "method_params": json.dumps(spec.method_params, sort_keys=True),
+            "budget_steps": spec.budget.steps, "budget_epochs": spec.budget.epochs,
+            "budget_seconds": spec.budget.seconds, "world_size": spec.world_size, "device": spec.device}
+
+
+def _same(rows: pd.DataFrame, target: dict[str, Any], columns: list[str]) -> pd.DataFrame:
+    mask = pd.Series(True, index=rows.index)
+    for c in columns:
+        value = target.get(c)
+        if value is None or (isinstance(value, float) and math.isnan(value)):
+            mask &= rows[c].isna()
+        else:
+            mask &= rows[c].astype(object) == value
+    return rows[mask]
+
+
+def planned_samples(target: dict[str, Any], rows: pd.DataFrame) -> float | None:
+    """Training samples the budget plans: steps × batch, or epochs × samples per epoch (read from a
+    stored run on the same data)."""
+    same_data = _same(rows, target, ["task", "preset", "task_params"])
+    if not len(same_data):
+        same_data = _same(rows, target, ["task", "preset"])
+    done = same_data[same_data["samples"] > 0]
+    if not len(done):
+        return None
+    if target.get("budget_steps"):
+        per_step = (done["samples"] / done["gradient_updates"].clip(lower=1)).median()
+        return float(target["budget_steps"]) * per_step * target.get("world_size", 1)
+    if target.get("budget_epochs"):
+        per_epoch = (done["samples"] / done["epochs"]).replace([np.inf], np.nan).median()
+        return float(target["budget_epochs"]) * per_epoch
+    return None
+
+
+def forecast_time(target: dict[str, Any], rows: pd.DataFrame, levels=LEVELS
+                  ) -> tuple[str | None, float | None, pd.DataFrame]:
+    """(basis level, train seconds, basis rows) for one planned run."""
+    for level, columns in levels:
+        basis = _same(rows, target, columns)
+        if not len(basis):
+            continue
+        if level == "same configuration":
+            return level, float(basis["train_s"].median()), basis
+        if target.get("budget_seconds"):
+            return level, float(target["budget_seconds"]), basis
+        samples = planned_samples(target, rows)
+        trained = basis[basis["samples"] > 0]
+        if samples is None or not len(trained):
+            return level, float(basis["train_s"].median()), basis  # a fixed model: nothing to scale
+        per_sample = (trained["train_s"] / trained["samples"]).median()
+        return level, float(per_sample * samples), basis
+    return None, None, rows.iloc[0:0]
+
+
+def fit_energy(rows: pd.DataFrame, linear: bool) -> EnergyModel:
+    a = rows["train_energy_j"] / rows["train_dh"]
+    if not linear:
+        return EnergyModel(np.array([float(a.median())]), False)
+    x = np.column_stack([np.ones(len(rows)), rows["samples"] / rows["train_dh"],
+                         rows["gradient_updates"] / rows["train_dh"]])
+    coef, *_ = np.linalg.lstsq(x, a.to_numpy(dtype=float), rcond=None)
+    return EnergyModel(coef, True)
+
+
+def forecast(target: dict[str, Any], rows: pd.DataFrame, model: EnergyModel, label: str,
+             g_per_kwh: float, levels=LEVELS) -> Forecast:
+    level, train_s, basis = forecast_time(target, rows, levels)
+    if level is None:
+        return Forecast(label, None)
+    dh = target.get("world_size", 1) * train_s / 3600.0
+    rate = basis[basis["samples"] > 0]
+    samples_dh = float((rate["samples"] / rate["train_dh"]).median()) if len(rate) else 0.0
+    updates_dh = float((rate["gradient_updates"] / rate["train_dh"]).median()) if len(rate) else 0.0
+    joules = model.per_device_hour(samples_dh, updates_dh) * dh
+    wall_ratio = float((basis["wall_s"] / basis["train_s"]).median())
+    return Forecast(label, level, train_s, joules, dh * wall_ratio, joules / 3.6e6 * g_per_kwh)
+
+
+# -- validation --------------------------------------------------------------------------------------
+def _cells(rows: pd.DataFrame) -> list[tuple[Any, pd.DataFrame]]:
+    keyed = rows.assign(_cfg=["|".join(map(str, values)) for values in rows[CONFIG].itertuples(index=False)])
+    return list(keyed.groupby("_cfg"))
+
+
+def loco_errors(rows: pd.DataFrame, linear: bool) -> pd.DataFrame:
+    """Each cell forecast from the others: absolute percentage error of train seconds and joules."""
+    out = []
+    for _, cell in _cells(rows):
+        rest = rows.drop(index=cell.index)
+        if not len(rest):
+            continue
+        model = fit_energy(rest, linear)
+        first = cell.iloc[0]
+        target = {c: (None if pd.isna(first[c]) else first[c]) for c in CONFIG}
+        f = forecast(target, rest, model, "", 0.0)
+        guess = forecast(target, rest, model, "", 0.0, GUESSES) if f.basis is None else None
+        guess = guess if guess is not None and guess.basis else None
+        actual_s, actual_j = float(cell["train_s"].median()), float(cell["train_energy_j"].median())
+        out.append({"cell": f"{first['task']}/{first['preset']}/{first['model']}/{first['method']}",
+                    "guess": guess.basis if guess else None,
+                    "guess_err_s": abs(guess.train_s / actual_s - 1) if guess else None,
+                    "basis": f.basis or "no basis", "actual_s": actual_s, "forecast_s": f.train_s,
+                    "actual_j": actual_j, "forecast_j": f.energy_j,
+                    "err_s": abs(f.train_s / actual_s - 1) if f.basis else None,
+                    "err_j": abs(f.energy_j / actual_j - 1) if f.basis and actual_j > 0 else None})
+    return pd.DataFrame(out)
+
+
+def choose_energy_model(rows: pd.DataFrame) -> tuple[EnergyModel, dict[str, float]]:
+    """The energy model with the smaller leave-one-cell-out median error on this history, with
+    the error of each candidate (energy error given the true device-hours, so the choice is not
+    blurred by the time forecast)."""
+    errors = {}
+    for linear in (False, True):
+        errs = []
+        for _, cell in _cells(rows):
+            rest = rows.drop(index=cell.index)
+            if len(rest) < (4 if linear else 1):
+                continue
+            m = fit_energy(rest, linear)
+            for _, r in cell.iterrows():
+                a = m.per_device_hour(r["samples"] / r["train_dh"], r["gradient_updates"] / r["train_dh"])
+                if r["train_energy_j"] > 0:
+                    errs.append(abs(a * r["train_dh"] / r["train_energy_j"] - 1))
+        errors["linear" if linear else "constant"] = float(np.median(errs)) if errs else math.inf
+    linear = errors["linear"] < errors["constant"]
+    return fit_energy(rows, linear), errors
+
+
+def plan_forecasts(specs: list[ResolvedSpec], store, g_per_kwh: float) -> tuple[list[Forecast], str, str]:
+    """Forecasts for planned runs from the store's rows of this machine's hardware class."""
+    from joulebench.harness.provenance import provenance
+
+    hw = hardware_class({**provenance(specs[0].device if specs else "cpu"),
+                         "device": specs[0].device if specs else "cpu",
+                         "world_size": specs[0].world_size if specs else 1})
+    rows = history(store, hw)
+    if rows.empty:
+        return [Forecast(_label(s), None) for s in specs], hw, "no stored runs of this hardware class"
+    model, _ = choose_energy_model(rows)
+    return [forecast(spec_features(s), rows, model, _label(s), g_per_kwh) for s in specs], hw, model.describe()
+
+
+def _label(spec: ResolvedSpec) -> str:
+    model = spec.task_params.get("model")
+    return (f"{spec.run_key[:12]} {spec.task}/{spec.method} {spec.preset}"
+            + (f" model={model}" if model else "") + f" seed={spec.seed} ws={spec.world_size}")
+
+
+def format_forecasts(forecasts: list[Forecast], hw: str, model: str) -> str:
+    lines = [f"forecast from stored runs of {hw}; {model}",
+             "| run | basis | train s | joules | device-hours | CO2 g |", "|---|---|---|---|---|---|"]
+    for f in forecasts:
+        if f.basis is None:
+            lines.append(f"| {f.label} | no basis | – | – | – | – |")
+        else:
+            lines.append(f"| {f.label} | {f.basis} | {f.train_s:,.1f} | {f.energy_j:,.0f} | "
+                         f"{f.device_hours:.4f} | {f.co2_g:.2f} |")
+    known = [f for f in forecasts if f.basis]
+    total = (f"total ({len(known)} of {len(forecasts)} runs with a basis): "
+             f"{sum(f.train_s for f in known):,.0f} train s, {sum(f.energy_j for f in known):,.0f} J, "
+             f"{sum(f.device_hours for f in known):.3f} device-hours, {sum(f.co2_g for f in known):.1f} g CO2")
+    missing = len(forecasts) - len(known)
+    return "\n".join(lines + [total] + ([f"{missing} runs have no basis: their cost is unknown, not zero"]
+                                        if missing else []))
+
+
+def format_validation(rows: pd.DataFrame) -> str:
+    model, candidates = choose_energy_model(rows)
+    errors = loco_errors(rows, model.linear)
+    scored = errors[errors["basis"] != "no basis"]
+    lines = [f"leave-one-cell-out over {len(errors)} stored cells ({len(rows)} runs); {model.describe()}",
+             "energy-model candidates (median error given true device-hours): "
+             + ", ".join(f"{k} {v:.1%}" for k, v in candidates.items()),
+             "| cell | basis | train s actual | forecast | err | joules actual | forecast | err |",
+             "|---|---|---|---|---|---|---|---|"]
+    for _, e in errors.iterrows():
+        if e["basis"] == "no basis":
+            hint = "" if e["guess"] is None else f" ({e['guess']} would miss by {e['guess_err_s']:.0%})"
+            lines.append(f"| {e['cell']} | no basis{hint} | {e['actual_s']:,.1f} | – | – | "
+                         f"{e['actual_j']:,.0f} | – | – |")
+        else:
+            err_j = "–" if e["err_j"] is None or pd.isna(e["err_j"]) else f"{e['err_j']:.0%}"
+            lines.append(f"| {e['cell']} | {e['basis']} | {e['actual_s']:,.1f} | {e['forecast_s']:,.1f} | "
+                         f"{e['err_s']:.0%} | {e['actual_j']:,.0f} | {e['forecast_j']:,.0f} | {err_j} |")
+    if len(scored):
+        lines.append(f"median absolute error: train seconds {scored['err_s'].median():.1%}, joules "
+                     f"{pd.to_numeric(scored['err_j']).median():.1%} over {len(scored)} cells with a basis; "
+                     f"{len(errors) - len(scored)} cells had no basis")
+    else:
+        lines.append("no cell had a basis once left out")
+    guessed = pd.to_numeric(errors["guess_err_s"], errors="coerce").dropna()
+    if len(guessed):
+        lines.append(f"not used as a basis: the nearest looser level would have missed train seconds by "
+                     f"{guessed.median():.0%} (median over {len(guessed)} cells)")
+    return "\n".join(lines)
+
+
+def parse_energy(text: str) -> float:
+    """``500kJ``, ``2 MJ``, ``0.5kWh``, ``800 J`` → joules; one-line error otherwise."""
+    from joulebench.harness.params import SpecError
+
+    units = {"kwh": 3.6e6, "wh": 3600.0, "mj": 1e6, "kj": 1e3, "j": 1.0}
+    raw = text.strip().lower().replace(" ", "")
+    for unit, factor in units.items():
+        if raw.endswith(unit):
+            try:
+                value = float(raw[: -len(unit)])
+            except ValueError:
+                break
+            if value > 0 and math.isfinite(value):
+                return value * factor
+            break
+    raise SpecError(f"--max-energy {text!r}: give a positive energy with a unit, e.g. 500kJ, 2MJ, 0.5kWh")
+
+
+# -- commands -------------------------------------------------------------------------------------------
+def print_estimate(specs: list[ResolvedSpec], results, validate: bool) -> None:
+    from joulebench.harness import carbon
+    from joulebench.harness.store import Store
+
+    store = Store(results)
+    if specs:
+        forecasts, hw, model = plan_forecasts(specs, store, carbon.intensity(None).g_per_kwh)
+        print(format_forecasts(forecasts, hw, model))
+    if validate:
+        rows = history(store)
+        for hw, group in rows.groupby("hw") if len(rows) else ():
+            print(f"\n{hw}:")
+            print(format_validation(group.reset_index(drop=True)))
+        if not len(rows):
+            print("no stored ok runs to validate the forecast on")
+
+
+class EnergyCap:
+    """``campaign run --max-energy``: refuse a campaign forecast above the cap, and stop launching
+    runs once the energy of the finished ones (setup + train + eval) reaches it."""
+
+    def __init__(self, joules: float, text: str) -> None:
+        self.joules, self.text, self.spent, self.finished = joules, text, 0.0, 0
+
+    @classmethod
+    def check(cls, text: str, todo: list[ResolvedSpec], store, executor: str) -> EnergyCap:
+        import sys
+
+        from joulebench.harness import carbon
+        from joulebench.harness.params import SpecError
+
+        cap = cls(parse_energy(text), text)
+        forecasts, hw, _ = plan_forecasts(todo, store, carbon.intensity(None).g_per_kwh)
+        known = [f for f in forecasts if f.basis]
+        total = sum(f.energy_j for f in known)
+        if total > cap.joules:
+            raise SpecError(f"the forecast for the {len(todo)} runs to do is {total:,.0f} J "
+                            f"({len(known)} with a basis), above --max-energy {text} ({cap.joules:,.0f} J); "
+                            "see `joulebench campaign plan FILE --estimate`")
+        print(f"energy cap {text}: forecast {total:,.0f} J for {len(known)} of {len(todo)} runs "
+              f"(the rest have no basis on {hw})", flush=True)
+        if executor != "local":
+            print("note: only the local executor stops launching at the cap; "
+                  f"{executor} checks the forecast only", file=sys.stderr)
+        return cap
+
+    def add(self, result: dict[str, Any]) -> None:
+        value = result.get("total_energy_j")
+        if value is None:
+            value = result.get("train_energy_j")
+        if value is not None and not (isinstance(value, float) and math.isnan(value)):
+            self.spent += float(value)
+        self.finished += 1
+
+    def reached(self) -> bool:
+        return self.spent >= self.joules
+
+    def stopped_line(self, not_started: int) -> str:
+        return (f"energy cap {self.text} reached: {self.spent:,.0f} J spent by {self.finished} runs; "
+                f"{not_started} runs not started (run the campaign again to continue)")

@@ -1,0 +1,126 @@
+"""Files of the result store: atomic writes, names that carry an attempt's identity, listing.
+
+Every attempt of a run is its own file, named ``<run_key>.<attempt_id>.<status>.parquet``, so no
+write ever replaces another attempt's result, and the keys stored ``ok`` can be read from the file
+names alone (no file opened): the names are the index of the loose files.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from pathlib import Path
+from typing import NamedTuple
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from joulebench.harness.schema import STATUSES
+
+PARTS_DIR = "compacted"
+"""Merged parts of a table live in ``<table>/compacted/``; every other ``*.parquet`` is loose."""
+
+
+class Identity(NamedTuple):
+    """What compaction remembers of a file it merged; it deletes the file only if still identical."""
+
+    size: int
+    mtime_ns: int
+    inode: int
+
+
+def identity(path: Path) -> Identity | None:
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    return Identity(st.st_size, st.st_mtime_ns, st.st_ino)
+
+
+def write_atomic(table: pa.Table, path: Path) -> None:
+    """Write to a hidden temporary name, fsync, rename: a reader never sees half a file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        fsync_file(tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fsync_file(path: Path) -> None:
+    with open(path, "rb") as fh:
+        os.fsync(fh.fileno())
+
+
+def safe_segment(value: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in value) or "_"
+
+
+def attempt_name(run_key: str, attempt_id: str, status: str) -> str:
+    return f"{safe_segment(run_key)}.{safe_segment(attempt_id)}.{safe_segment(status)}.parquet"
+
+
+class NameInfo(NamedTuple):
+    run_key: str
+    attempt_id: str | None
+    status: str | None
+    """None for a file named the v1 way (``<run_key>.parquet``): its status is inside."""
+
+
+def parse_name(name: str) -> NameInfo:
+    stem = name[: -len(".parquet")]
+    parts = stem.split(".")
+    if len(parts) == 3 and parts[2] in STATUSES:
+        return NameInfo(parts[0], parts[1], parts[2])
+    return NameInfo(stem, None, None)
+
+
+def looks_like_parquet(path: Path) -> bool:
+    """A cheap structural check (magic bytes and footer length) that catches truncated files."""
+    try:
+        size = path.stat().st_size
+        if size < 12:
+            return False
+        with open(path, "rb") as fh:
+            if fh.read(4) != b"PAR1":
+                return False
+            fh.seek(-8, os.SEEK_END)
+            tail = fh.read(8)
+        footer = int.from_bytes(tail[:4], "little")
+        return tail[4:] == b"PAR1" and 0 < footer <= size - 12
+    except OSError:
+        return False
+
+
+def loose_files(table_dir: Path) -> list[Path]:
+    """Per-attempt files of one table (``task=*/``), listed with ``scandir`` (no stat per file)."""
+    out: list[Path] = []
+    try:
+        tasks = [e for e in os.scandir(table_dir) if e.is_dir() and e.name != PARTS_DIR]
+    except FileNotFoundError:
+        return out
+    for task in tasks:
+        try:
+            with os.scandir(task.path) as entries:
+                out += [Path(e.path) for e in entries
+                        if e.name.endswith(".parquet") and not e.name.startswith(".")]
+        except FileNotFoundError:
+            continue
+    return sorted(out)
+
+
+def part_files(table_dir: Path) -> list[Path]:
+    """Merged parts of one table. Parts are immutable and only ever added."""
+    try:
+        with os.scandir(table_dir / PARTS_DIR) as entries:
+            return sorted(Path(e.path) for e in entries
+                          if e.name.endswith(".parquet") and not e.name.startswith("."))
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def sql_list(paths: list[Path]) -> str:
+    """A DuckDB list literal of file names (DDL cannot take bound parameters)."""
+    return "[" + ", ".join("'" + str(p).replace("'", "''") + "'" for p in paths) + "]"

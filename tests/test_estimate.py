@@ -1,0 +1,118 @@
+"""A campaign's cost before it runs: the forecast's levels, its validation, and the energy cap."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from joulebench.cluster.estimate import (
+    choose_energy_model,
+    fit_energy,
+    forecast,
+    format_validation,
+    loco_errors,
+    parse_energy,
+)
+from joulebench.harness.cli import main
+from joulebench.harness.params import SpecError
+from joulebench.harness.store import Store
+
+
+def history_rows() -> pd.DataFrame:
+    """Stored rows as `history` returns them: 20 ms per sample for backprop, two lr settings,
+    two budgets, three seeds each; energy 40 kJ per device-hour (a codecarbon-like constant)."""
+    rows = []
+    for lr in (1e-3, 3e-3):
+        for steps in (30, 60):
+            for seed in range(3):
+                samples = steps * 32
+                train_s = 0.02 * samples * (1 + 0.03 * (seed - 1))
+                rows.append({"task": "ltsf", "preset": "tiny", "model": "dlinear", "method": "backprop",
+                             "method_params": json.dumps({"lr": lr}), "task_params": json.dumps({"model": "dlinear"}),
+                             "budget_steps": float(steps), "budget_epochs": np.nan, "budget_seconds": np.nan,
+                             "world_size": 1, "seed": seed, "samples": samples, "gradient_updates": steps,
+                             "epochs": steps / 40, "train_s": train_s, "wall_s": train_s + 1.0,
+                             "train_energy_j": 40_000 * train_s / 3600, "train_dh": train_s / 3600})
+    return pd.DataFrame(rows)
+
+
+def target(**changes) -> dict:
+    base = {"task": "ltsf", "preset": "tiny", "model": "dlinear", "method": "backprop",
+            "method_params": json.dumps({"lr": 1e-3}), "task_params": json.dumps({"model": "dlinear"}),
+            "budget_steps": 60, "budget_epochs": None, "budget_seconds": None, "world_size": 1}
+    return {**base, **changes}
+
+
+def test_levels_scale_by_planned_samples_and_say_no_basis():
+    rows = history_rows()
+    model = fit_energy(rows, linear=False)
+    assert model.coef[0] == pytest.approx(40_000)
+    same = forecast(target(), rows, model, "x", 400.0)
+    assert same.basis == "same configuration" and same.train_s == pytest.approx(0.02 * 60 * 32)
+    longer = forecast(target(budget_steps=120), rows, model, "x", 400.0)
+    assert longer.basis == "other budget" and longer.train_s == pytest.approx(0.02 * 120 * 32, rel=0.02)
+    assert longer.energy_j == pytest.approx(40_000 * longer.train_s / 3600)
+    assert longer.co2_g == pytest.approx(longer.energy_j / 3.6e6 * 400.0)
+    other_lr = forecast(target(method_params=json.dumps({"lr": 1e-2}), budget_steps=90), rows, model, "x", 0)
+    assert other_lr.basis == "other method parameters"
+    assert forecast(target(model="mlp", task_params=json.dumps({"model": "mlp"})), rows, model, "x", 0).basis is None
+    assert forecast(target(method="f3"), rows, model, "x", 0).basis is None
+
+
+def test_leave_one_cell_out_error_is_printed_and_small_when_time_scales_with_samples():
+    rows = history_rows()
+    errors = loco_errors(rows, linear=False)
+    assert len(errors) == 4 and set(errors["basis"]) <= {"other budget", "other method parameters"}
+    assert errors["err_s"].median() < 0.05
+    text = format_validation(rows)
+    assert "median absolute error: train seconds" in text and "over 4 cells" in text
+    model, candidates = choose_energy_model(rows)
+    assert set(candidates) == {"constant", "linear"} and not model.linear or candidates["linear"] < candidates["constant"]
+
+
+@pytest.mark.parametrize("text, joules", [("500kJ", 5e5), ("2 MJ", 2e6), ("0.5kWh", 1.8e6), ("800J", 800.0)])
+def test_energy_parses_with_units(text, joules):
+    assert parse_energy(text) == pytest.approx(joules)
+
+
+@pytest.mark.parametrize("text", ["500", "-1kJ", "kJ", "lots"])
+def test_bad_energy_is_a_one_line_error(text):
+    with pytest.raises(SpecError, match="--max-energy"):
+        parse_energy(text)
+
+
+CAMPAIGN = """
+name = "capped"
+[defaults]
+seeds = [0, 1, 2, 3]
+budget = { steps = 5 }
+[[grid]]
+task = "ltsf"
+methods = ["backprop"]
+preset = "tiny"
+task_params = { model = "dlinear" }
+"""
+
+
+@pytest.mark.slow
+def test_max_energy_stops_a_campaign_then_refuses_on_the_forecast(tmp_path, results, capsys):
+    path = tmp_path / "capped.toml"
+    path.write_text(CAMPAIGN)
+    common = [str(path), "--results", str(results)]
+    # nothing stored: no basis, so the cap cannot refuse; the first finished run reaches it
+    code = main(["campaign", "run", *common, "--max-energy", "0.001J", "-j", "1"])
+    out = capsys.readouterr().out
+    assert "no basis" in out and "energy cap 0.001J reached" in out and "3 runs not started" in out
+    assert code == 0
+    assert len(Store(results).stored_keys()) == 1
+    # now the stored run is a basis for its other seeds: the forecast is above the cap
+    assert main(["campaign", "run", *common, "--max-energy", "0.001J"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert "above --max-energy 0.001J" in err and "\n" not in err
+    assert len(Store(results).stored_keys()) == 1
+    assert main(["campaign", "plan", *common, "--estimate"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("same configuration") == 3 and "total (3 of 3 runs with a basis)" in out
