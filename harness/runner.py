@@ -170,8 +170,9 @@ class Runner:
     def _check_reads(self, spec: ResolvedSpec, ctx: TrainContext) -> str:
         """Fail a run that sets a parameter nothing read (it changes the key and nothing else)."""
         reg = registry()
+        trained = "training_skipped" not in ctx.ledger.stats  # a fixed model: the method never ran
         unread = [f"method {spec.method!r} parameter {n!r}"
-                  for n in unread_params(ctx.hp, reg.method(spec.method).params)]
+                  for n in unread_params(ctx.hp, reg.method(spec.method).params) if trained]
         unread += [f"task {spec.task!r} parameter {n!r}"
                    for n in unread_params(ctx.task.hp, reg.task(spec.task).params)]
         if unread and not ctx.ledger.adopted:

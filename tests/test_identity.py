@@ -234,3 +234,9 @@ def test_a_search_key_covers_the_code_of_the_method_it_searches() -> None:
     spec = resolved(method="optuna", method_params={"inner": "oialr"})
     assert "joulebench.methods.oialr" in reg.closure("ltsf", "optuna", spec.method_params)
     assert spec.code_hash != resolved(method="optuna", method_params={"inner": "backprop"}).code_hash
+
+
+def test_a_model_with_nothing_to_train_ignores_the_methods_parameters(results: Path) -> None:
+    spec = resolved(task_params={"model": "seasonal_naive"}, method_params={"lr": 0.01})
+    row = Runner(Store(results)).run(spec)
+    assert row["status"] == "ok", row["error"]
