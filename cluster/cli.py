@@ -50,10 +50,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _load(args: argparse.Namespace):
     from joulebench.cluster.campaign import Campaign, resolve_runs
-    from joulebench.harness.registry import registry
+    from joulebench.harness.cli import load_plugins
     from joulebench.harness.store import Store
 
-    registry(args.plugin)
+    load_plugins(args)
     campaign = Campaign.load(args.file)
     runs = resolve_runs(campaign)  # (spec, cluster resources) pairs
     store = Store(results_dir(args))

@@ -28,6 +28,19 @@ def add_common(p: argparse.ArgumentParser) -> None:
                    help="load a single-file task or method plugin (repeatable)")
 
 
+def load_plugins(args: argparse.Namespace):
+    """The registry with ``--plugin`` files; a named plugin that fails to load is a one-line error
+    (a syntax error used to be ignored silently, and the run went ahead without it)."""
+    from joulebench.harness.registry import registry
+
+    reg = registry(args.plugin)
+    for plugin in args.plugin:
+        why = reg.errors.get(str(Path(plugin).resolve()))
+        if why:
+            raise SpecError(f"plugin {plugin} did not load: {why}")
+    return reg
+
+
 def results_dir(args: argparse.Namespace) -> Path:
     return args.results or default_results()
 
@@ -61,7 +74,6 @@ def spec_from_args(args: argparse.Namespace) -> dict[str, Any]:
 
 # -- commands -----------------------------------------------------------------------------------
 def cmd_run(args: argparse.Namespace) -> int:
-    from joulebench.harness.registry import registry
     from joulebench.harness.spec import RunSpec, resolve
     from joulebench.harness.store import Store
     from joulebench.harness.worker import Worker
@@ -69,7 +81,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     validate_region(args.region)
     # the worker's start-up (torch, the meter) overlaps the resolution and the store look-up here
     with Worker(results_dir(args), args.plugin, args.region).start() as worker:
-        registry(args.plugin)
+        load_plugins(args)
         spec = resolve(RunSpec.parse(spec_from_args(args)))
         store = Store(results_dir(args))
         if not args.force and store.has_ok(spec.task, spec.run_key):
@@ -239,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     except FileNotFoundError as exc:
         print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except SystemExit as exc:  # argparse exits before this try; here it is a plugin or task
+        print(f"error: the process was told to exit (sys.exit({exc.code!r})) while running "
+              f"`{args.command}`, e.g. by a plugin at import; nothing more ran", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("interrupted: runs already stored are kept", file=sys.stderr)

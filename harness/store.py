@@ -19,6 +19,7 @@ store with results missing, and one that meets a vanished file lists again.
 from __future__ import annotations
 
 import functools
+import os
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -36,6 +37,7 @@ from joulebench.harness.store_files import (
     attempt_name,
     identity,
     looks_like_parquet,
+    loose_entries,
     loose_files,
     parse_name,
     part_files,
@@ -238,10 +240,10 @@ class Store:
         wanted = set(statuses)
         keys: set[str] = set()
         legacy: list[Path] = []
-        for path in loose_files(self.root / "runs"):
-            info = parse_name(path.name)
+        for entry in loose_entries(self.root / "runs"):
+            info = parse_name(os.path.basename(entry))
             if info.status is None:
-                legacy.append(path)
+                legacy.append(Path(entry))
             elif info.status in wanted:
                 keys.add(info.run_key)
         for _ in range(READ_TRIES):

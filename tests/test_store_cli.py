@@ -92,3 +92,16 @@ def test_a_nan_metric_fails_the_run_and_is_never_cached(tmp_path: Path, results:
     assert got["status"] == "failed", got
     assert "metric mape is NaN on split" in got["error"] and "(data?)" in got["error"]
     assert Store(results).stored_keys() == set()
+
+
+@pytest.mark.parametrize("source, message", [
+    ("import sys\nsys.exit(0)\n", "sys.exit(0)"),
+    ("def broken(:\n", "did not load"),
+])
+def test_a_plugin_that_exits_or_does_not_parse_is_one_line_error(tmp_path: Path, results: Path, capsys,
+                                                                 source: str, message: str) -> None:
+    plugin = tmp_path / "plugin_bad.py"
+    plugin.write_text(source)
+    err = one_line_error(capsys, ["run", "--task", "ltsf", "--plugin", str(plugin), "--results", str(results)])
+    assert message in err
+    assert not (results / "runs").exists()
