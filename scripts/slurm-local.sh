@@ -133,6 +133,7 @@ cmd_start() {
     mkdir -p /run/munge && chown munge:munge /run/munge
     runuser -u munge -- /usr/sbin/munged || { log "munged did not start"; exit 1; }
     touch "$DIR/run/munged.ours"
+    wait_for 10 test -S /run/munge/munge.socket.2 || { log "munged gave no socket"; exit 1; }
   fi
   start_db || exit 1
   if ! running slurmdbd; then
