@@ -261,7 +261,7 @@ def plot_profiles(results: list[Scores], out_stem: Path) -> list[Path]:
         ax.set_ylabel("ρ(τ): share of workloads")
         ax.set_title(f"{s.quantity}: {s.group}", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right", title="entry (score)", title_fontsize=8)
+        ax.legend(fontsize=8, loc="center right", title="entry (score)", title_fontsize=8, framealpha=0.9)
     fig.tight_layout()
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".svg")]
