@@ -32,9 +32,24 @@ class Drift:
 
 
 def spec_from_row(row: dict[str, Any]) -> RunSpec:
-    """The RunSpec a stored row was run from (its stored resolved spec, minus what resolution adds)."""
+    """The RunSpec a stored row was run from: its stored resolved spec, minus what resolution adds.
+
+    A stored spec lists every parameter value, including ones that (under today's declarations)
+    do not apply to the run and are errors when set; so only values that differ from what the
+    spec resolves to today are passed, in two rounds (a value set in the first, e.g. a model, can
+    make more parameters apply)."""
+    from joulebench.harness.spec import resolve
+
     stored = json.loads(row["spec_json"])
-    return RunSpec.parse({k: v for k, v in stored.items() if k in RunSpec.model_fields})
+    base = {k: v for k, v in stored.items() if k in RunSpec.model_fields}
+    wanted = {"task_params": base.pop("task_params", {}) or {}, "method_params": base.pop("method_params", {}) or {}}
+    chosen: dict[str, dict[str, Any]] = {"task_params": {}, "method_params": {}}
+    for _ in range(2):
+        now = resolve(RunSpec.parse({**base, **chosen}))
+        for kind in chosen:
+            current = getattr(now, kind)
+            chosen[kind].update({k: v for k, v in wanted[kind].items() if k in current and current[k] != v})
+    return RunSpec.parse({**base, **chosen})
 
 
 def _relative(old: Any, new: Any) -> float | None:

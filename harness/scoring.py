@@ -126,16 +126,18 @@ def first_reach(points: pd.DataFrame, metric: str, target: float, higher: bool) 
 
 
 def entry_labels(frame: pd.DataFrame) -> pd.Series:
-    """``method``, or ``method (k=v, …)`` where one method ran with several parameter sets."""
+    """``method``, or ``method (k=v, …)`` where one method ran with several parameter sets on one
+    workload. Parameters are compared within a workload: a preset's own defaults (backprop's lr
+    differs per task) do not split a method into several entries."""
     labels = {}
-    for method, g in frame.groupby("method"):
+    for (workload, method), g in frame.groupby(["workload", "method"]):
         sets = {mp: json.loads(mp) for mp in g["method_params"].unique()}
         varied = sorted({k for p in sets.values() for k in p
                          if len({json.dumps(q.get(k), sort_keys=True) for q in sets.values()}) > 1})
         for mp, params in sets.items():
             parts = ", ".join(f"{k}={params.get(k)}" for k in varied)
-            labels[(method, mp)] = f"{method} ({parts})" if parts else method
-    return pd.Series([labels[(m, p)] for m, p in zip(frame["method"], frame["method_params"])],
+            labels[(workload, method, mp)] = f"{method} ({parts})" if parts else method
+    return pd.Series([labels[k] for k in zip(frame["workload"], frame["method"], frame["method_params"])],
                      index=frame.index)
 
 
@@ -259,7 +261,7 @@ def plot_profiles(results: list[Scores], out_stem: Path) -> list[Path]:
         ax.set_ylabel("ρ(τ): share of workloads")
         ax.set_title(f"{s.quantity}: {s.group}", fontsize=9)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=8, loc="lower right", title="entry (score)", title_fontsize=8)
+        ax.legend(fontsize=8, loc="center right", title="entry (score)", title_fontsize=8, framealpha=0.9)
     fig.tight_layout()
     out_stem.parent.mkdir(parents=True, exist_ok=True)
     paths = [out_stem.with_suffix(".png"), out_stem.with_suffix(".svg")]

@@ -123,12 +123,21 @@ def run_suite(suite: Suite, method: str, results: Path, jobs: int = 1, plugins: 
 
     done = Store(results).stored_keys()
     todo, seen = [], set()
-    for _, spec in suite.run_specs(method, method_params):
-        resolved = resolve(spec)
+    skipped: dict[str, str] = {}
+    for w, spec in suite.run_specs(method, method_params):
+        try:
+            resolved = resolve(spec)
+        except SpecError as exc:  # a method that cannot train a workload is not run there (no credit)
+            if "cannot train" not in str(exc):
+                raise
+            skipped[w.name] = str(exc)
+            continue
         if resolved.run_key not in done and resolved.run_key not in seen:
             seen.add(resolved.run_key)
             todo.append(resolved)
     total = sum(len(suite.seeds_of(w)) for w in suite.workloads)
+    for name, why in skipped.items():
+        print(f"skipped {name}: {why} (scored as not reached)", flush=True)
     print(f"suite {suite.label} for {method}: {total} runs, {len(todo)} to run", flush=True)
     return run_local(todo, results, jobs, plugins, report=report) if todo else []
 
