@@ -103,7 +103,8 @@ def test_the_worker_of_an_ltsf_run_imports_no_other_task(tmp_path, monkeypatch) 
     monkeypatch.setenv("JOULEBENCH_PROBE", str(probe))
     plugin = str(PLUGINS / "module_probe.py")
     registry([plugin])
-    spec = resolve(RunSpec(task="ltsf", method="module_probe", preset="tiny", budget={"steps": 3}))
+    spec = resolve(RunSpec(task="ltsf", method="module_probe", preset="tiny", budget={"steps": 3},
+                           timeout_s=900))  # a loaded shared machine, not a hang
     with Worker(tmp_path / "results", [plugin]) as worker:
         result = worker.run(spec)
     assert result["status"] == "ok", result["error"]
