@@ -450,14 +450,15 @@ class ForwardGradient(Method):
                     loss, grads = weight_forward_gradient(fn, [p for _, p in named],
                                                           before_call=restore, **common)
                     for (_, p), g in zip(named, grads, strict=False):
-                        p.grad = g
+                        p.grad = g.to(p.dtype)  # scaling factors may come back in float64
                     n_perturbed = sum(p.numel() for _, p in named)
                 else:
                     loss, grads = activity_forward_gradient(
                         lambda batch=batch: ctx.loss(model, batch), taps, before_call=restore,
                         **common)
                     for _, p in named:
-                        p.grad = grads.get(p)
+                        g = grads.get(p)
+                        p.grad = None if g is None else g.to(p.dtype)
                     n_perturbed = sum(c[2].numel() for c in taps.calls)
                 if hp.clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_([p for _, p in named], hp.clip_norm)

@@ -7,15 +7,18 @@ the claim being tested.
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "store_faults.py"
-_spec = importlib.util.spec_from_file_location("store_faults", BENCH)
-faults = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(faults)
+# the scenarios start processes (spawn) that import this module by name: they need its folder
+sys.path.insert(0, str(BENCH.parent))
+os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (str(BENCH.parent), os.environ.get("PYTHONPATH")) if p)
+faults = importlib.import_module("store_faults")  # by name, so spawned processes find its functions
 
 CLEAN = {"lost": 0, "duplicated": 0, "failed_reads": 0}
 

@@ -43,6 +43,10 @@ def _windows(csv: str, time_col: str, target: str, n_rows: int, data_seed: int, 
     return data.build_windows(frame, n_lags, country, exog)
 
 
+WITH_CINN = {"cinn": (True,)}
+"""``applies`` of the cINN's own parameters: without it they mean nothing."""
+
+
 @register_task
 class LoadForecast(Task):
     name = "load"
@@ -60,8 +64,8 @@ class LoadForecast(Task):
         "model": Param("mlp", choices=tuple(POINT)),
         "hidden": Param(64, low=8, high=1024),
         "cinn": Param(True, help="train the cINN beside the point forecaster"),
-        "cinn_blocks": Param(4, low=1, high=16),
-        "cinn_hidden": Param(64, low=8, high=1024),
+        "cinn_blocks": Param(4, low=1, high=16, applies=WITH_CINN),
+        "cinn_hidden": Param(64, low=8, high=1024, applies=WITH_CINN),
         "cinn_weight": Param(1.0, low=0.01, high=10.0, log=True),
         "cinn_head": Param(True, help="conditional elementwise affine + linear mix before the "
                                       "couplings (false: couplings only)"),
