@@ -97,7 +97,9 @@ def write_rows(store_dir: Path, keys: list[str], out: Path) -> int:
     from joulebench.harness.store import Store
 
     store = Store(store_dir)
-    runs = store.execute("SELECT * FROM runs WHERE run_key IN (SELECT unnest(?))", [keys]).to_arrow_table()
+    # the attempt each key shows, as stored: the view's own counters are not columns of a row
+    runs = store.execute("SELECT * EXCLUDE (attempts, failed_attempts) FROM runs "
+                         "WHERE run_key IN (SELECT unnest(?))", [keys]).to_arrow_table()
     curves = store.execute("SELECT * FROM curves WHERE run_key IN (SELECT unnest(?))", [keys]).to_arrow_table()
     from joulebench.harness.schema import CURVES, RUNS
 
@@ -213,7 +215,8 @@ def conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
     return table
 
 
-def check_schema(table: pa.Table, schema: pa.Schema, what: str) -> None:
+def check_schema(table: pa.Table, schema: pa.Schema, what: str,
+                 required: tuple[str, ...] = ("run_key", "task", "status", "finished_at")) -> None:
     """Core columns must have the store's types; anything else must be a prefixed column."""
     from joulebench.harness.schema import PREFIXES
 
@@ -224,7 +227,7 @@ def check_schema(table: pa.Table, schema: pa.Schema, what: str) -> None:
                 raise SpecError(f"{what}: column {field.name!r} is {field.type}, the store needs {want}")
         elif not field.name.startswith(PREFIXES):
             raise SpecError(f"{what}: column {field.name!r} is not in the store's schema")
-    missing = [n for n in ("run_key", "task", "status", "finished_at") if n not in table.schema.names]
+    missing = [n for n in required if n not in table.schema.names]
     if missing:
         raise SpecError(f"{what}: missing columns {missing}")
 
@@ -244,7 +247,7 @@ def import_bundle(bundle: Path, results: Path, allow_unverified: bool = False) -
     runs = pq.read_table(Path(bundle) / "runs.parquet")
     curves = pq.read_table(Path(bundle) / "curves.parquet")
     check_schema(runs, RUNS, f"bundle {bundle} runs.parquet")
-    check_schema(curves, CURVES, f"bundle {bundle} curves.parquet")
+    check_schema(curves, CURVES, f"bundle {bundle} curves.parquet", ("run_key", "task", "step"))
     runs, curves = conform(runs, RUNS), conform(curves, CURVES)
     store = Store(results)
     have = {(k, str(t)) for k, t in store.execute("SELECT run_key, started_at FROM runs_all").fetchall()}

@@ -51,9 +51,11 @@ def test_submit_verify_import_round_trip(tmp_path, results, capsys):
     assert pq.read_table(bundle / "runs.parquet").num_rows == 4
     assert "PASS forecast_sgd on ltsf" in (bundle / "check.txt").read_text()
 
-    # submitting again resumes: nothing re-runs, the bundle is the same
+    # submitting again resumes: no run re-runs (the check does, so its timings give a new id)
     assert main(["submit", str(PLUGIN), "--suite", str(suite), "--out", str(bundle)]) == 0
     assert "4 runs, 0 to run" in capsys.readouterr().out
+    manifest = json.loads((bundle / "manifest.json").read_text())
+    assert pq.read_table(bundle / "runs.parquet").num_rows == 4
 
     # an unverified bundle is not imported
     assert main(["import", str(bundle), "--results", str(results)]) == 2
