@@ -72,8 +72,31 @@ def module_file(name: str, roots: dict[str, Path] | None = None) -> Path | None:
     return None
 
 
-def _imported_names(path: Path, module: str) -> set[str]:
-    """Module names a file imports (absolute; relative imports resolved against ``module``)."""
+def imported_names(path: Path, module: str) -> frozenset[str]:
+    """Module names a file imports at run time (absolute; relative imports resolved against
+    ``module``), also inside functions, never under ``if TYPE_CHECKING:``.
+
+    The one import scanner of the project: the run key's code closure and the plugin manifest's
+    cache key both walk it. Parsing costs ~10-50 ms per large module, paid at every start for the
+    ~20-40 modules of a closure, so results are kept per (path, size, mtime) in this process and
+    in a small cache file beside the manifest, keyed by (path, size, mtime, ctime, inode): ctime
+    cannot be set back, so an edit that restores size and mtime is parsed again too."""
+    st = path.stat()
+    return _scan_cached(str(path), module, f"{st.st_size}|{st.st_mtime_ns}|{st.st_ctime_ns}|{st.st_ino}")
+
+
+@lru_cache(maxsize=8192)
+def _scan_cached(path: str, module: str, stamp: str) -> frozenset[str]:
+    disk = _scan_cache()
+    entry = f"{path}|{module}|{stamp}"
+    if entry in disk.names:
+        return frozenset(disk.names[entry])
+    found = frozenset(_scan(Path(path), module))
+    disk.put(entry, sorted(found))
+    return found
+
+
+def _scan(path: Path, module: str) -> set[str]:
     tree = ast.parse(path.read_bytes(), filename=str(path))
     is_package = path.name == "__init__.py"
     package = module if is_package else module.rpartition(".")[0]
@@ -91,6 +114,43 @@ def _imported_names(path: Path, module: str) -> set[str]:
             names.add(base)
             names.update(f"{base}.{alias.name}" for alias in node.names)  # submodules
     return names
+
+
+class ScanCache:
+    """Per-file import lists on disk (one JSON file, replaced atomically; a lost update or an
+    unreadable file only means a file is parsed again, never a wrong closure: entries are keyed
+    by path, size and mtime)."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        try:
+            self.names: dict[str, list[str]] = json.loads(path.read_text())
+        except (OSError, ValueError):
+            self.names = {}
+        self.dirty = False
+
+    def put(self, entry: str, names: list[str]) -> None:
+        self.names[entry] = names
+        self.dirty = True
+
+    def flush(self) -> None:
+        if not self.dirty:
+            return
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}")
+            tmp.write_text(json.dumps(self.names))
+            os.replace(tmp, self.path)
+            self.dirty = False
+        except OSError:
+            pass
+
+
+@lru_cache(maxsize=1)
+def _scan_cache() -> ScanCache:
+    from joulebench.harness.cache import cache_root
+
+    return ScanCache(cache_root("imports") / "imports.json")
 
 
 def _runtime_nodes(tree: ast.AST):
@@ -132,7 +192,8 @@ def import_closure(modules: Iterable[str], local_prefixes: Iterable[str] = (),
             continue
         found[name] = path
         todo.extend(_parents(name))
-        todo.extend(n for n in _imported_names(path, name) if n not in found)
+        todo.extend(n for n in imported_names(path, name) if n not in found)
+    _scan_cache().flush()
     return found
 
 

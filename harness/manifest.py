@@ -25,13 +25,12 @@ import hashlib
 import importlib.util
 import json
 import os
-import re
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from joulebench.harness import __version__
+from joulebench.harness import __version__, identity
 from joulebench.harness.cache import cache_root
 from joulebench.harness.method import Method
 from joulebench.harness.params import Param
@@ -185,37 +184,6 @@ def plugin_files(name: str) -> dict[str, Path]:
     return out
 
 
-_FROM = re.compile(r"^[ \t]*from[ \t]+([.\w]+)[ \t]+import[ \t]+(\([^)]*\)|[^\n]*)", re.M)
-_IMPORT = re.compile(r"^[ \t]*import[ \t]+([^\n]+)", re.M)
-
-
-def _imports(path: Path, module: str) -> set[str]:
-    """``joulebench`` modules a file may import (absolute or relative, also inside functions).
-
-    Read with two regular expressions rather than ``ast``: parsing and walking every plugin's
-    closure at each start cost more than the imports it saves. A match in a string or comment
-    only adds a file to the hash, which is the safe direction."""
-    try:
-        text = path.read_text(errors="replace")
-    except OSError:
-        return set()
-    package = module if path.name == "__init__.py" else module.rpartition(".")[0]
-    found: set[str] = set()
-    for match in _IMPORT.finditer(text):
-        found.update(part.split()[0] for part in match.group(1).split(",") if part.split())
-    for base, names in _FROM.findall(text):
-        if base.startswith("."):
-            dots = len(base) - len(base.lstrip("."))
-            parts = package.split(".")
-            parts = parts[: len(parts) - dots + 1]
-            base = ".".join([*parts, base.lstrip(".")] if base.lstrip(".") else parts)
-        found.add(base)
-        for name in names.strip("()").replace("\n", ",").split(","):
-            if name.split():
-                found.add(f"{base}.{name.split()[0]}")
-    return {m for m in found if m.startswith("joulebench.")}
-
-
 def closure_hash(module: str) -> str:
     """Hash of a plugin's files and of every ``joulebench`` module they import, transitively."""
     seen: dict[str, Path] = {}
@@ -225,7 +193,9 @@ def closure_hash(module: str) -> str:
         if str(path) in seen:
             continue
         seen[str(path)] = path
-        for imported in _imports(path, name):
+        for imported in identity.imported_names(path, name):
+            if not imported.startswith("joulebench."):
+                continue
             found = locate(imported)
             if found is not None:
                 todo.append((imported, found[0]))
@@ -242,8 +212,13 @@ def manifest_dir() -> Path:
 
 
 def entry_key(module: str, origin: str) -> str:
-    """``<origin hash>-<closure hash>``: one entry per plugin, replaced when its source changes."""
-    return hashlib.sha256(origin.encode()).hexdigest()[:8] + "-" + closure_hash(module)
+    """``<origin hash>-<closure hash>``: one entry per plugin and place on disk, replaced when its
+    source changes. The place is part of the first half: two checkouts or virtualenvs sharing one
+    cache (a worktree, a CI runner beside a development tree) keep an entry each instead of
+    replacing each other's at every start, which made every start re-import every plugin."""
+    files = plugin_files(module)
+    where = str(min(files.values())) if files else ""
+    return hashlib.sha256(f"{origin}|{where}".encode()).hexdigest()[:8] + "-" + closure_hash(module)
 
 
 def cached_entry(module: str, key: str) -> tuple[list[PluginInfo], dict[str, str]] | None:

@@ -24,12 +24,12 @@ def method_defaults(method: str, task: str | None, preset: str | None) -> dict[s
     """The method's declared defaults as the task's preset overrides them for this method."""
     from joulebench.harness.registry import registry
 
-    reg = registry()
-    declared = reg.methods.get(method)
+    reg = registry()  # declarations only (the manifest): a summary line must not import torch
+    declared = reg.methods.infos.get(method)
     defaults = {k: p.default for k, p in declared.params.items()} if declared else {}
-    task_cls = reg.tasks.get(task or "")
-    if task_cls is not None and preset in task_cls.presets:
-        defaults.update(task_cls.presets[preset].method_defaults.get(method) or {})
+    task_info = reg.tasks.infos.get(task or "")
+    if task_info is not None and preset in task_info.presets:
+        defaults.update(task_info.presets[preset].method_defaults.get(method) or {})
     return defaults
 
 
@@ -38,7 +38,7 @@ def task_defaults(task: str | None, preset: str | None) -> dict[str, Any] | None
     """The task's declared defaults as its preset sets them (None: the task is not registered)."""
     from joulebench.harness.registry import registry
 
-    declared = registry().tasks.get(task or "")
+    declared = registry().tasks.infos.get(task or "")
     if declared is None:
         return None
     defaults = {k: p.default for k, p in declared.params.items()}

@@ -240,3 +240,21 @@ def test_a_model_with_nothing_to_train_ignores_the_methods_parameters(results: P
     spec = resolved(task_params={"model": "seasonal_naive"}, method_params={"lr": 0.01})
     row = Runner(Store(results)).run(spec)
     assert row["status"] == "ok", row["error"]
+
+
+def test_a_new_import_counts_even_when_size_and_mtime_are_restored(tmp_path: Path) -> None:
+    """The import scanner's cache (per process and on disk) must not hide an edit that adds an
+    import: the key would then miss a module the run now uses."""
+    roots = _copy_sources(tmp_path)
+    closure = lambda: identity.import_closure(["joulebench.methods.backprop"], roots=roots)  # noqa: E731
+    assert "joulebench.methods.lowrank" not in closure()
+    path = roots["methods"] / "backprop.py"
+    text, st = path.read_text(), path.stat()
+    line = "import joulebench.methods.lowrank\n"
+    edited = text.replace("import torch\n", "import torch\n" + line, 1).replace(
+        "the baseline every other method is measured against", "the baseline".ljust(51 - len(line)), 1)
+    assert len(edited) == len(text), (len(edited), len(text))
+    path.write_text(edited)
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert path.stat().st_size == st.st_size
+    assert "joulebench.methods.lowrank" in closure()

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from joulebench.harness import manifest
+from joulebench.harness import identity, manifest
 from joulebench.harness.registry import Registry, registry
 
 PLUGINS = Path(__file__).parent / "plugins"
@@ -61,7 +61,8 @@ def test_manifest_key_follows_the_import_closure() -> None:
         name, path = todo.pop()
         if name not in closure:
             closure.add(name)
-            todo += [(m, manifest.locate(m)[0]) for m in manifest._imports(path, name) if manifest.locate(m)]
+            todo += [(m, manifest.locate(m)[0]) for m in identity.imported_names(path, name)
+                     if m.startswith("joulebench.") and manifest.locate(m)]
     # backprop's parameters come from the shared optimiser module: editing it must rebuild the entry
     assert {"joulebench.methods.optim", "joulebench.harness.params"} <= closure
 
@@ -112,3 +113,42 @@ def test_the_worker_of_an_ltsf_run_imports_no_other_task(tmp_path, monkeypatch) 
     assert "joulebench.tasks.ltsf" in modules and "torch" in modules
     assert not {"torchvision", "xarray", "joulebench.tasks.imagenet", "joulebench.tasks.era5"} & modules
     assert not any(m.startswith("joulebench.methods.f3") for m in modules)
+
+
+DRIVER = """
+import json, sys
+from joulebench.harness import cli
+rc = cli.main(["run", "--task", "ltsf", "--preset", "tiny", "--steps", "2", "--results", RESULTS])
+print(json.dumps({"rc": rc, "heavy": [m for m in HEAVY if m in sys.modules]}))
+""".replace("HEAVY", repr(HEAVY))
+
+
+def test_the_driver_of_a_run_never_imports_torch(tmp_path) -> None:
+    """The whole ``joulebench run`` driver (resolve, store check, worker, summary line) stays light:
+    torch is imported once, in the worker (the summary line once imported the method to learn its
+    defaults: 3-4 s of the cold start)."""
+    _python(LIST, tmp_path)
+    out = _python(DRIVER.replace("RESULTS", repr(str(tmp_path / "results"))), tmp_path)
+    assert out["rc"] == 0
+    assert out["heavy"] == [], out["heavy"]
+
+
+def test_two_checkouts_sharing_a_cache_keep_an_entry_each(tmp_path, monkeypatch) -> None:
+    """The same plugin in two places (two worktrees, two virtualenvs) must not evict each other's
+    manifest entry: each eviction re-imported every plugin at the next start of the other."""
+    import importlib
+
+    monkeypatch.setenv("JOULEBENCH_CACHE", str(tmp_path / "cache"))
+    keys = {}
+    for place in ("a", "b", "a"):
+        root = tmp_path / place
+        (root / "jb_twin_plugin").mkdir(parents=True, exist_ok=True)
+        (root / "jb_twin_plugin" / "__init__.py").write_text("X = 1\n")
+        monkeypatch.setattr(sys, "path", [str(root), *[p for p in sys.path if "jb_twin" not in p
+                                                       and not p.startswith(str(tmp_path))]])
+        importlib.invalidate_caches()
+        keys[place] = manifest.entry_key("jb_twin_plugin", "jb_twin_plugin")
+        if manifest.cached_entry("jb_twin_plugin", keys[place]) is None:
+            assert place != "a" or len(keys) == 1, "checkout a's entry was evicted by checkout b's"
+            assert manifest.store_entry("jb_twin_plugin", keys[place], [], {})
+    assert keys["a"] != keys["b"]
