@@ -61,20 +61,19 @@ def _worker_main(conn, results: str, plugins: list[str], region: str | None,
     parent = parent or os.getppid()
     watch_parent(parent)
     os.environ.setdefault("TQDM_DISABLE", "1")
+    meters = WorkerMeters(region)  # the cpu meter starts in a thread while torch imports
     if threads:
         # several workers on one machine: their thread pools must not fight over the cores
         # (oversubscribed OpenMP pools made runs 20x slower here)
         import torch
 
         torch.set_num_threads(threads)
-    from joulebench.harness.meters import default_meter
     from joulebench.harness.registry import registry
     from joulebench.harness.runner import Runner
     from joulebench.harness.store import Store
 
     registry(plugins)
     warm_up()
-    meters: dict[str, Any] = {}
     store = Store(Path(results), before_write=lambda: exit_if_orphaned(parent))
     while True:
         try:
@@ -82,22 +81,18 @@ def _worker_main(conn, results: str, plugins: list[str], region: str | None,
         except (EOFError, KeyboardInterrupt):
             return
         if message is None:
-            for meter in meters.values():
-                meter.close()
-            _leave()
+            _leave()  # rows are stored; meters hold nothing unsaved (see ``_leave``)
         spec_json, attempt_id = message
         spec = ResolvedSpec.model_validate_json(spec_json)
         exit_if_orphaned(parent)
         try:
-            if spec.device not in meters:
-                meters[spec.device] = default_meter(spec.device, region)
             def progress(done: int, planned: int | None) -> None:
                 try:
                     conn.send(("progress", done, planned))
                 except OSError:  # broken pipe: the driver is gone, and so is this run
                     os._exit(0)
 
-            row = Runner(store, meters[spec.device], region=region, progress=progress).run(spec, attempt_id)
+            row = Runner(store, meters.get(spec.device), region=region, progress=progress).run(spec, attempt_id)
             reply = ("done", summary(row))
         except (BrokenPipeError, EOFError):
             return  # the driver is gone; the row (if any) is already stored
@@ -109,9 +104,44 @@ def _worker_main(conn, results: str, plugins: list[str], region: str | None,
             return
 
 
+class WorkerMeters:
+    """This worker's energy meters, one per device, each started once.
+
+    Starting the cpu meter costs ~1 s (codecarbon's CPU detection, mostly in a subprocess), and
+    ``import torch`` ~1.3 s; a cold ``joulebench run`` paid them one after the other. The cpu
+    meter now starts in a thread at the worker's start, beside the imports; a run on another
+    device starts its meter when it first needs it. A failed start is raised to the run that
+    needs the meter (and stored as that run's failure), as before."""
+
+    def __init__(self, region: str | None, early: str = "cpu") -> None:
+        self.region = region
+        self.started: dict[str, Any] = {}
+        self.failed: dict[str, BaseException] = {}
+        self.early = threading.Thread(target=self.start, args=(early,), name="meter-start", daemon=True)
+        self.early.start()
+
+    def start(self, device: str) -> None:
+        from joulebench.harness.meters import default_meter
+
+        try:
+            self.started[device] = default_meter(device, self.region)
+        except Exception as exc:
+            self.failed[device] = exc
+
+    def get(self, device: str) -> Any:
+        self.early.join()
+        if device not in self.started and device not in self.failed:
+            self.start(device)
+        if device in self.failed:
+            raise self.failed.pop(device)
+        return self.started[device]
+
+
 def _leave() -> None:
-    """Exit at once: every row is stored and every meter closed by now; the interpreter's own
-    teardown (torch's modules, thread pools) is the slow part of a worker's exit."""
+    """Exit at once: every row is stored by now. Meters are not closed: their readings were taken
+    at each run's phase edges and nothing of them is saved at close (codecarbon's tracker writes no
+    file here; RAPL and NVML handles go with the process), and their ~0.4 s stop, like the
+    interpreter's own teardown (torch's modules, thread pools), was on the driver's critical path."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)

@@ -69,3 +69,18 @@ def test_carbon_intensity_comes_from_the_cited_table() -> None:
     assert carbon.co2_grams(3.6e6, 400.0) == 400.0 and carbon.co2_grams(None, 400.0) is None
     with pytest.raises(ValueError, match="ISO 3166"):
         carbon.intensity("XXX")
+
+
+def test_a_meter_that_fails_to_start_fails_the_run_not_the_worker(tmp_path) -> None:
+    """The cpu meter starts in a thread beside the worker's imports; a failure there must still
+    reach the run that needs the meter (stored as its failure), and the next run tries again."""
+    from joulebench.harness.spec import RunSpec, resolve
+    from joulebench.harness.store import Store
+    from joulebench.harness.worker import Worker
+
+    spec = resolve(RunSpec(task="ltsf", method="backprop", preset="tiny", budget={"steps": 2}))
+    with Worker(tmp_path, region="NOPE") as worker:
+        first, second = worker.run(spec), worker.run(spec)
+    for result in (first, second):
+        assert result["status"] == "crashed" and "unknown region 'NOPE'" in result["error"]
+    assert Store(tmp_path).execute("select count(*) from attempts").fetchall() == [(2,)]
