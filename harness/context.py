@@ -156,10 +156,12 @@ class TrainContext:
         return DistributedDataParallel(model, device_ids=ids)
 
     def to_device(self, batch: Batch) -> Batch:
-        if self.device.type == "cpu":
-            return batch  # loaders yield CPU tensors: nothing to move
-        return {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
-                for k, v in batch.items()}
+        """A training batch on the run's device, then through the task's ``on_device`` (work the
+        task does there, e.g. decoding JPEGs on the GPU)."""
+        if self.device.type != "cpu":  # loaders yield CPU tensors: on CPU nothing to move
+            batch = {k: v.to(self.device, non_blocking=True) if torch.is_tensor(v) else v
+                     for k, v in batch.items()}
+        return self.task.on_device(batch)
 
     # -- the budget (owned here, not by the method) -------------------------------------------
     def train_seconds(self) -> float:

@@ -109,6 +109,11 @@ class Task:
     def batch_size(self) -> int:
         return int(self.hp.get("batch_size", 32))
 
+    def on_device(self, batch: Batch) -> Batch:
+        """A training batch once it is on the run's device: what the task does there rather than
+        in its loader workers (decoding, augmentation on the accelerator). Default: nothing."""
+        return batch
+
     def data_in_memory(self) -> bool:
         """True when batches come from memory (no worker pays off); tasks reading from disk say False."""
         return True

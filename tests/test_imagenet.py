@@ -161,8 +161,9 @@ def test_missing_real_data_names_the_layout(tmp_path: Path, results: Path) -> No
 
 
 def _run(results: Path, data_dir: Path, method: str, **spec) -> dict:
+    task_params = {"data_dir": str(data_dir), **spec.pop("task_params", {})}
     resolved = resolve(RunSpec(task="imagenet", preset="tiny", method=method,
-                               task_params={"data_dir": str(data_dir)}, **spec))
+                               task_params=task_params, **spec))
     return Runner(Store(results)).run(resolved)
 
 
@@ -176,3 +177,25 @@ def test_tiny_runs_through_the_harness(tmp_path: Path, results: Path) -> None:
         other = _run(results, tmp_path, method, budget={"steps": 3})
         assert other["status"] == "ok", other.get("traceback")
         assert other["gradient_updates"] == 3
+
+
+def test_device_decoding_gives_the_loader_path_s_eval_images(tmp_path: Path) -> None:
+    """``decode=device``: loader workers hand over JPEG bytes, ``decode_jpeg`` decodes the batch on
+    the run's device (here the CPU; nvJPEG on CUDA) and crops there. The deterministic eval
+    images must equal the PIL path's up to the two decoders' rounding."""
+    pil = _task(tmp_path, **SMALL_TREE)
+    dev = _task(tmp_path, **SMALL_TREE, decode="device")
+    loader = dev.eval_loader(dev.splits["test"], 5)
+    batch = dev.decoded(next(iter(loader)), "eval")
+    reference = torch.stack([pil.splits["test"][i]["x"] for i in range(5)])
+    assert batch["x"].shape == reference.shape == (5, 3, 32, 32)
+    assert torch.equal(batch["y"], torch.stack([pil.splits["test"][i]["y"] for i in range(5)]))
+    assert (batch["x"] - reference).abs().mean() < 0.05  # normalised units; a wrong crop is ~1
+    train = dev.on_device(next(iter(dev.train_loader())))
+    assert train["x"].shape == (30, 3, 32, 32) and "jpeg" not in train  # one batch of 30 (SMALL_TREE)
+
+
+def test_tiny_learns_with_device_decoding(tmp_path: Path, results: Path) -> None:
+    row = _run(results, tmp_path, "backprop", task_params={"decode": "device"})
+    assert row["status"] == "ok", row.get("traceback")
+    assert row["val_top1"] > 0.4  # chance: 0.25

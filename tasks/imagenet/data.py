@@ -19,6 +19,8 @@ import torch
 from torch.utils.data import Dataset
 from torchvision import transforms
 from torchvision.datasets import ImageFolder
+from torchvision.io import ImageReadMode, decode_jpeg, read_file
+from torchvision.transforms import v2
 
 MEAN = (0.485, 0.456, 0.406)
 STD = (0.229, 0.224, 0.225)
@@ -124,5 +126,40 @@ class Split(Dataset):
 
     def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
         path, label = self.folder.samples[int(self.indices[i])]
+        if self.transform is None:  # decoded later, on the run's device (``DeviceDecode``)
+            return {"jpeg": read_file(path), "y": torch.tensor(label), "index": torch.tensor(i)}
         image = self.folder.loader(path)
         return {"x": self.transform(image), "y": torch.tensor(label), "index": torch.tensor(i)}
+
+
+def collate_jpegs(items: list[dict[str, torch.Tensor]]) -> dict[str, object]:
+    """A batch of undecoded JPEGs: their byte tensors differ in length, so they stay a list."""
+    return {"jpeg": [item["jpeg"] for item in items], "y": torch.stack([item["y"] for item in items]),
+            "index": torch.stack([item["index"] for item in items])}
+
+
+class DeviceDecode:
+    """JPEG bytes → a normalised image batch on ``device``: ``torchvision.io.decode_jpeg`` decodes
+    the whole list at once (nvJPEG on CUDA, so the loader workers only read files), then the same
+    crops as ``train_transform`` / ``eval_transform`` run on the decoded tensors.
+
+    Why: at 224 px one loader worker decodes and crops ~500 images/s; an H100 consumes more than
+    eight workers give (``benchmarks/data_throughput.py``). Random crops draw from torch's global
+    generator on the training process, not per worker, so a run no longer depends on the number
+    of loader workers for its augmentation."""
+
+    def __init__(self, size: int, scale_min: float | None, device: torch.device) -> None:
+        self.device = device
+        if scale_min is None:
+            self.geometry = v2.Compose([v2.Resize(round(size * RESIZE_RATIO), antialias=True),
+                                        v2.CenterCrop(size)])
+        else:
+            self.geometry = v2.Compose([v2.RandomResizedCrop(size, scale=(scale_min, 1.0), antialias=True),
+                                        v2.RandomHorizontalFlip()])
+        self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
+        self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
+
+    def __call__(self, jpegs: list[torch.Tensor]) -> torch.Tensor:
+        images = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device)
+        batch = torch.stack([self.geometry(image) for image in images]).float().div_(255)
+        return (batch - self.mean) / self.std

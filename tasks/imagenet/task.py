@@ -58,6 +58,10 @@ class ImageNet(Task):
         "batch_size": Param(64, low=1, high=65536, help="per rank"),
         "eval_batch_size": Param(256, low=1, high=65536),
         "workers": WORKERS,
+        "decode": Param("loader", choices=("loader", "device"),
+                        help="loader: PIL decodes and crops in the loader workers; device: the workers "
+                             "only read JPEG bytes and torchvision.io.decode_jpeg decodes each batch on the "
+                             "run's device (nvJPEG on CUDA), crops there too"),
     }
     presets = {
         "tiny": Preset(
@@ -123,13 +127,31 @@ class ImageNet(Task):
         self.classes = len(train_folder.classes)
         train_idx, held_idx = data.stratified(train_folder.targets, hp.holdout_per_class,
                                               hp.subset_per_class, hp.data_seed)
-        evaluation = data.eval_transform(hp.image_size)
+        on_device = hp.decode == "device"
+        evaluation = None if on_device else data.eval_transform(hp.image_size)
+        training = None if on_device else data.train_transform(hp.image_size, hp.crop_scale_min)
         self.splits = {
-            "train": data.Split(train_folder, train_idx,
-                                data.train_transform(hp.image_size, hp.crop_scale_min)),
+            "train": data.Split(train_folder, train_idx, training),
             "val": data.Split(train_folder, held_idx, evaluation),
             "test": data.Split(val_folder, range(len(val_folder)), evaluation),
         }
+        self.decoders = ({"train": data.DeviceDecode(hp.image_size, hp.crop_scale_min, self.device),
+                          "eval": data.DeviceDecode(hp.image_size, None, self.device)} if on_device else {})
+
+    def loader_options(self, train: bool = True) -> dict:
+        options = super().loader_options(train)
+        if self.hp.decode == "device":
+            options["collate_fn"] = data.collate_jpegs
+        return options
+
+    def on_device(self, batch: Batch) -> Batch:
+        return self.decoded(batch, "train")
+
+    def decoded(self, batch: Batch, which: str) -> Batch:
+        if "jpeg" not in batch:
+            return batch
+        rest = {k: v for k, v in batch.items() if k != "jpeg"}
+        return {**rest, "x": self.decoders[which](batch["jpeg"])}
 
     def train_dataset(self) -> Dataset:
         return self.splits["train"]
@@ -153,6 +175,7 @@ class ImageNet(Task):
         loader = self.eval_loader(self.splits[split], self.hp.eval_batch_size)
         acc = Accuracy()
         for batch in loader:
+            batch = self.decoded(batch, "eval")
             acc.update(model(batch["x"].to(self.device, non_blocking=True)),
                        batch["y"].to(self.device))
         return acc.result()
