@@ -62,7 +62,8 @@ def era5_store(path: Path, steps: int, chunk: int, n_lat: int, n_lon: int) -> Pa
 
 
 def rate(task_name: str, preset: str, params: dict, batches: int, batch_size: int) -> float:
-    """Samples/s through the task's own train loader (first batch, i.e. worker start, excluded)."""
+    """Samples/s through the task's own train loader and its ``on_device`` step (the batch decode
+    of ``decode=device``; nothing for the other tasks), first batch (worker start) excluded."""
     reg = registry()
     spec = resolve(RunSpec(task=task_name, preset=preset, task_params=params))
     task = reg.task(task_name)(spec.task_params, preset, 0, torch.device("cpu"))
@@ -73,7 +74,7 @@ def rate(task_name: str, preset: str, params: dict, batches: int, batch_size: in
     t0, n = time.perf_counter(), 0
     for _ in range(batches):
         try:
-            batch = next(it)
+            batch = task.on_device(next(it))
         except StopIteration:
             break
         n += len(batch["index"])
@@ -132,6 +133,12 @@ def main() -> None:
         rows.append((f"{w} workers (median of {len(runs)}; {min(runs):.0f}-{max(runs):.0f})",
                      statistics.median(runs)))
     per_worker = rows[1][1] / max(args.workers[1], 1) if len(rows) > 1 else rows[0][1]
+    if "decode" in registry().task_info("imagenet").params:
+        for w in args.workers:  # bytes read in the workers, the batch decoded by decode_jpeg here (CPU)
+            runs = [rate("imagenet", "small", {**img, "workers": w, "decode": "device"}, args.images // 32 - 1, 32)
+                    for _ in range(args.repeats)]
+            rows.append((f"decode=device on cpu, {w} workers ({min(runs):.0f}-{max(runs):.0f})",
+                         statistics.median(runs)))
     table("ImageNet layout, generated 224-px JPEGs, RandomResizedCrop to 224", rows, per_worker, GPU_IMAGES)
 
 

@@ -17,9 +17,11 @@ from pathlib import Path
 from typing import Any
 
 from joulebench.harness.distributed import agree, detect, init_distributed
+from joulebench.harness.identity import new_attempt_id
 from joulebench.harness.meters import default_meter
 from joulebench.harness.registry import registry
-from joulebench.harness.runner import Runner, failure_row, new_attempt_id, now_utc
+from joulebench.harness.rows import failure_row, now_utc
+from joulebench.harness.runner import Runner
 from joulebench.harness.spec import ResolvedSpec
 from joulebench.harness.store import Store
 from joulebench.harness.worker import env_threads, summary

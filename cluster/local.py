@@ -23,7 +23,8 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from joulebench.harness.runner import failure_row, new_attempt_id, now_utc
+from joulebench.harness.identity import new_attempt_id
+from joulebench.harness.rows import failure_row, now_utc
 from joulebench.harness.spec import ResolvedSpec
 from joulebench.harness.store import Store, StoreError
 from joulebench.harness.worker import Worker, env_threads, summary

@@ -12,21 +12,21 @@ import shutil
 import time
 import traceback
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from joulebench.harness import carbon, identity
+from joulebench.harness import carbon
 from joulebench.harness.context import DistInfo, Diverged, Ledger, TrainContext, evaluate_model
 from joulebench.harness.distributed import node_count
 from joulebench.harness.identity import new_attempt_id
 from joulebench.harness.params import Hyper, unread_params
 from joulebench.harness.phases import Phase, PhaseClock
-from joulebench.harness.provenance import provenance
 from joulebench.harness.registry import registry
+from joulebench.harness.rows import base_row, now_utc
 from joulebench.harness.spec import ResolvedSpec, RunSpec, resolve
 from joulebench.harness.store import Store
 
@@ -37,47 +37,8 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def now_utc() -> datetime:
-    return datetime.now(UTC)
-
-
 class RunFailed(RuntimeError):
     """The run broke the harness's contract (nothing reported, a parameter nobody read)."""
-
-
-def base_row(spec: ResolvedSpec, started: datetime, attempt_id: str) -> dict[str, Any]:
-    """Identity and provenance columns, known before anything runs (used for failure rows too)."""
-    task_cls = registry().task(spec.task)
-    row: dict[str, Any] = {
-        "run_key": spec.run_key, "parent_key": spec.parent_key, "attempt_id": attempt_id,
-        "cell_key": spec.cell_key, "lineage_key": spec.lineage_key, "key_scheme": spec.identity()["key_scheme"],
-        "code_hash": spec.code_hash, "data_fingerprint": spec.data_fingerprint,
-        "hardware_class": spec.hardware_class,
-        "hardware_flag": identity.hardware_flag(spec.hardware_class, spec.device, spec.world_size),
-        "campaign": spec.campaign, "timeout_s": spec.timeout_s,
-        "task": spec.task, "method": spec.method, "model": str(spec.task_params.get("model", spec.task)),
-        "preset": spec.preset, "seed": spec.seed,
-        "task_params": json.dumps(spec.task_params, sort_keys=True),
-        "method_params": json.dumps(spec.method_params, sort_keys=True),
-        "spec_json": spec.canonical(),
-        "budget_steps": spec.budget.steps, "budget_epochs": spec.budget.epochs,
-        "budget_seconds": spec.budget.seconds,
-        "primary_metric": task_cls.primary_metric, "higher_is_better": task_cls.higher_is_better(),
-        "target": task_cls.presets[spec.preset].target,
-        "device": spec.device, "world_size": spec.world_size,
-        "started_at": started, **provenance(spec.device),
-    }
-    for name, value in {**spec.task_params, **spec.method_params}.items():
-        if value is not None:
-            row[f"p_{name}"] = value
-    return row
-
-
-def failure_row(spec: ResolvedSpec, status: str, error: str, started: datetime, attempt_id: str,
-                wall_s: float | None = None) -> dict[str, Any]:
-    """A row for a run that died outside the runner (crashed or killed worker, timeout)."""
-    return {**base_row(spec, started, attempt_id), "status": status, "error": error, "wall_s": wall_s,
-            "finished_at": now_utc()}
 
 
 class Runner:

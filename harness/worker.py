@@ -212,7 +212,7 @@ class Worker:
             on_progress: Callable[[int, int | None], None] | None = None) -> dict[str, Any]:
         """Run one spec; always returns a summary, and a row is stored whatever happened."""
         self._ensure()
-        started, t0 = datetime.now(UTC), time.perf_counter()  # runner.now_utc, without importing torch
+        started, t0 = datetime.now(UTC), time.perf_counter()  # as rows.now_utc
         attempt_id = new_attempt_id()
         self._conn.send((spec.model_dump_json(), attempt_id))
         deadline = t0 + spec.timeout_s + 30.0  # the worker's own start-up is not the run's fault
@@ -245,7 +245,7 @@ class Worker:
 
     def _store_failure(self, spec: ResolvedSpec, status: str, error: str, started, t0: float,
                        attempt_id: str) -> dict:
-        from joulebench.harness.runner import failure_row
+        from joulebench.harness.rows import failure_row
         from joulebench.harness.store import Store
 
         row = failure_row(spec, status, error, started, attempt_id, time.perf_counter() - t0)

@@ -152,3 +152,25 @@ def test_two_checkouts_sharing_a_cache_keep_an_entry_each(tmp_path, monkeypatch)
             assert place != "a" or len(keys) == 1, "checkout a's entry was evicted by checkout b's"
             assert manifest.store_entry("jb_twin_plugin", keys[place], [], {})
     assert keys["a"] != keys["b"]
+
+
+CAMPAIGN_DRIVER = """
+import json, sys
+from joulebench.harness import cli
+rc = cli.main(["campaign", "run", CAMPAIGN, "--results", RESULTS])
+print(json.dumps({"rc": rc, "heavy": [m for m in HEAVY if m in sys.modules]}))
+""".replace("HEAVY", repr(HEAVY))
+
+
+def test_the_campaign_driver_never_imports_torch(tmp_path) -> None:
+    """A campaign's driver plans, claims, hands runs to workers and writes failure rows; torch in
+    it cost ~1.5 s and ~700 MB at start, on the cores its workers were importing torch on."""
+    campaign = tmp_path / "c.toml"
+    campaign.write_text('name = "light"\n[defaults]\nseeds = [0, 1]\nbudget = {steps = 2}\n'
+                        '[[grid]]\ntask = "ltsf"\nmethods = ["backprop"]\npreset = "tiny"\n')
+    _python(LIST, tmp_path)
+    code = CAMPAIGN_DRIVER.replace("CAMPAIGN", repr(str(campaign))).replace(
+        "RESULTS", repr(str(tmp_path / "results")))
+    out = _python(code, tmp_path)
+    assert out["rc"] == 0
+    assert out["heavy"] == [], out["heavy"]
