@@ -82,6 +82,8 @@ class Registry:
     errors: dict[str, str] = field(default_factory=dict)
     """plugin (module, entry point or file) → why it was left out."""
     origins: dict[type, str] = field(default_factory=dict)
+    code_hashes: dict[tuple[str, ...], str] = field(default_factory=dict)
+    """closure modules → code hash, once per process (``code_hash``)."""
 
     def __post_init__(self) -> None:
         self.tasks = LazyTable(self.import_class)
@@ -157,16 +159,29 @@ class Registry:
 
     def code_hash(self, task: str, method: str, method_hp: dict | None = None) -> str:
         """The source hash of everything the experiment imports (see ``harness.identity``);
-        found from the declared module names, so nothing is imported to compute it."""
-        return identity.code_hash(self.closure(task, method, method_hp))
+        found from the declared module names, so nothing is imported to compute it.
+
+        Computed once per (task, method, searched methods) in a process: a plan of 10 k runs
+        walked the same closure 10 k times. A process keeps the code it imported at its start, so
+        an edit made while it runs shows in the keys of the next process, not of this one."""
+        modules = self.closure_modules(task, method, method_hp)
+        if modules not in self.code_hashes:
+            self.code_hashes[modules] = identity.code_hash(self.import_closure(modules))
+        return self.code_hashes[modules]
 
     def closure(self, task: str, method: str, method_hp: dict | None = None) -> dict[str, Path]:
-        info = self.method_info(method)
-        used = self.method(method).uses_methods(method_hp) if info.search and method_hp is not None else ()
-        modules = [self.task_info(task).module, info.module,
-                   *(self.method_info(m).module for m in used), *identity.TRAINING_LOOP]
+        return self.import_closure(self.closure_modules(task, method, method_hp))
+
+    def import_closure(self, modules: tuple[str, ...]) -> dict[str, Path]:
         outside = {m.split(".")[0] for m in modules if not m.startswith(identity.PACKAGE + ".")}
         return identity.import_closure(modules, outside)
+
+    def closure_modules(self, task: str, method: str, method_hp: dict | None = None) -> tuple[str, ...]:
+        """The modules whose import closure keys a run: task, method, searched methods, the loop."""
+        info = self.method_info(method)
+        used = self.method(method).uses_methods(method_hp) if info.search and method_hp is not None else ()
+        return (self.task_info(task).module, info.module,
+                *(self.method_info(m).module for m in used), *identity.TRAINING_LOOP)
 
     def data_files(self, task: str, hp: Mapping[str, Any], preset: str) -> list[Path]:
         """``Task.data_files``; the task's module is imported only when it declares input files."""
