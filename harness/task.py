@@ -97,6 +97,13 @@ class Task:
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         raise NotImplementedError
 
+    def sample_losses(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Each sample's loss (shape ``[batch]``), whose mean is ``loss``. Optional: a task that
+        implements it declares the capability "sample_losses". Methods that need each sample's
+        share of the loss call it (forward gradients with a tangent shared over the batch take
+        one directional derivative per sample, which a batch-mean loss cannot give)."""
+        raise NotImplementedError
+
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         """Quality metrics on "val" or "test"; the runner has already put the model in eval mode."""
         raise NotImplementedError

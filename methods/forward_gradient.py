@@ -31,10 +31,16 @@ SGD without momentum by default; tune ``lr`` per combination and k.
 
 ``perturb=weight`` perturbs the parameters (n = number of trainable parameters); ``perturb=activity``
 perturbs the outputs of every ``nn.Linear`` (n = their total size in the batch) and turns the
-estimated output gradients into weight gradients locally (ĝ_W = ĝ_zᵀ x). It draws one tangent
-over the whole batch's activations with one batch-level derivative (scope global only); the
-paper's variant — one tangent per sample shape shared over the batch with per-sample
-derivatives — is not implemented.
+estimated output gradients into weight gradients locally (ĝ_W = Σ_b ĝ_z,bᵀ x_b). As in the
+paper (``activity_tangent=shared``, the authors' ``ActivityPerturbationLayer``, whose tangent has
+one sample's shape and is expanded over the batch, and their simulated model's per-sample jvps),
+each layer's k tangents are shaped like one sample's output and shared by every sample, and each
+sample has its own directional derivative d_b = ∇_{z_b}L·u (from the task's per-sample losses:
+capability ``sample_losses``), so every sample's output gradient is estimated in the same
+k-dimensional span (n = the per-sample output size; per layer with scope tensor, which costs
+one forward pass per layer and tangent). ``activity_tangent=batch`` (the earlier behaviour, an
+option) draws one tangent over the whole batch's activations with one batch-level derivative
+(scope global only in forward mode), so n is batch × output size.
 
 ``gradient_source=backprop`` computes the same estimator from the true gradient (d_i = g·v_i after
 one backward pass) for studying the estimator alone; such rows record
@@ -59,7 +65,7 @@ from joulebench.harness.params import Param
 from joulebench.harness.registry import register_method
 from joulebench.methods.optim import OPTIMIZER_PARAMS, make_optimizer, make_schedule
 
-ACTIVITY_SCOPE = ("activity perturbation takes one directional derivative per tangent over all "
+ACTIVITY_SCOPE = ("activity_tangent=batch takes one directional derivative per tangent over all "
                   "activations: set projection_scope=global")
 GRADIENT_SOURCE_LABEL = {"forward": "forward-mode", "backprop": "backprop-projected"}
 
@@ -78,8 +84,8 @@ def draw_tangent(shape: Sequence[int] | int, distribution: str, generator: torch
 
 
 def project(tangents: torch.Tensor, directional: torch.Tensor) -> torch.Tensor:
-    """V G⁻¹ d for tangents V (k × n) and directional derivatives d (k): the projection of the
-    gradient onto span(V). Solved in float64; a singular Gram matrix (k > n, repeated Rademacher
+    """V G⁻¹ d for tangents V (k × n) and directional derivatives d (k, or k × B for B samples,
+    giving n × B): the projection of the gradient onto span(V). Solved in float64; a singular Gram matrix (k > n, repeated Rademacher
     tangents) falls back to the pseudo-inverse, which still gives the projection."""
     v64 = tangents.double()
     gram = v64 @ v64.T
@@ -90,7 +96,7 @@ def project(tangents: torch.Tensor, directional: torch.Tensor) -> torch.Tensor:
             raise RuntimeError("non-finite solution")
     except RuntimeError:
         alpha = torch.linalg.pinv(gram, hermitian=True) @ d64
-    return (alpha @ v64).to(tangents.dtype)
+    return (v64.T @ alpha).to(tangents.dtype)
 
 
 def chi_mean(k: int) -> float:
@@ -149,14 +155,17 @@ class Combiner:
         return self.segments if self.scope == "tensor" else [self.n]
 
     def add(self, tangent: torch.Tensor, directional: torch.Tensor) -> None:
-        """``directional``: one derivative per segment (scope tensor) or one in all (global)."""
-        d = directional.detach().reshape(-1)
-        if d.numel() != len(self.parts):
-            raise ValueError(f"expected {len(self.parts)} directional derivatives, got {d.numel()}")
+        """``directional``: one derivative per segment (scope tensor) or one in all (global);
+        with a trailing batch axis (segments × B) when each sample has its own derivative along
+        the shared tangent, and the result is then n × B."""
+        d = directional.detach()
+        d = d.reshape(-1) if d.dim() <= 1 else d
+        if d.shape[0] != len(self.parts):
+            raise ValueError(f"expected {len(self.parts)} directional derivatives, got {d.shape[0]}")
         self.directional.append(d)
         if self.combine == "mean":
-            scale = torch.repeat_interleave(d, torch.tensor(self.parts, device=d.device))
-            term = tangent * scale
+            scale = torch.repeat_interleave(d, torch.tensor(self.parts, device=d.device), dim=0)
+            term = tangent.reshape(-1, *([1] * (d.dim() - 1))) * scale
             self.total = term if self.total is None else self.total.add_(term)
         else:
             self.tangents.append(tangent)
@@ -166,7 +175,7 @@ class Combiner:
         if self.combine == "mean":
             assert self.total is not None
             mean = self.total / k
-            return torch.cat([part * length_correction("mean", k, part.numel(), self.scaling)
+            return torch.cat([part * length_correction("mean", k, part.shape[0], self.scaling)
                               for part in mean.split(self.parts)])
         tangents, d = torch.stack(self.tangents), torch.stack(self.directional)
         return torch.cat([self._projected(part, d[:, i])
@@ -246,14 +255,20 @@ def weight_forward_gradient(fn: Callable[..., torch.Tensor], params: Sequence[to
 
 
 # -- activity perturbation -----------------------------------------------------------------------
+Calls = list[tuple[nn.Linear, torch.Tensor, torch.Tensor]]
+"""Per Linear call of one forward pass: (layer, its input, its tangent or output)."""
+
+
 class _LinearTaps:
-    """Forward hooks on every nn.Linear: record the layer input and (optionally) perturb the output."""
+    """Forward hooks on every nn.Linear: record each call's input; in ``tangent`` mode add the
+    tangent ``tangent(call_index, output_shape)`` returns (None: leave the output alone), in
+    ``grad`` mode keep the output's gradient."""
 
     def __init__(self, layers: list[nn.Linear]) -> None:
         self.layers = layers
         self.mode: str | None = None  # None: inactive; "tangent": add dual tangents; "grad": keep z
-        self.draw: Callable[[torch.Size], torch.Tensor] | None = None
-        self.calls: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]] = []
+        self.tangent: Callable[[int, torch.Size], torch.Tensor | None] | None = None
+        self.calls: Calls = []
         self.handles = [m.register_forward_hook(self._hook) for m in layers]
 
     def _hook(self, module: nn.Linear, args, out):
@@ -262,9 +277,9 @@ class _LinearTaps:
         x = fwAD.unpack_dual(args[0]).primal.detach()
         if self.mode == "tangent":
             primal = fwAD.unpack_dual(out).primal
-            u = self.draw(primal.shape)
-            self.calls.append((module, x, u))
-            return out + fwAD.make_dual(torch.zeros_like(primal), u)
+            u = self.tangent(len(self.calls), primal.shape)
+            self.calls.append((module, x, primal if u is None else u))
+            return None if u is None else out + fwAD.make_dual(torch.zeros_like(primal), u)
         out.retain_grad()
         self.calls.append((module, x, out))
         return None
@@ -274,8 +289,7 @@ class _LinearTaps:
             h.remove()
 
 
-def _linear_grads(calls: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]],
-                  out_grads: list[torch.Tensor]) -> dict[nn.Parameter, torch.Tensor]:
+def _linear_grads(calls: Calls, out_grads: list[torch.Tensor]) -> dict[nn.Parameter, torch.Tensor]:
     """Weight and bias gradients of each Linear from (estimated) gradients of its outputs."""
     grads: dict[nn.Parameter, torch.Tensor] = {}
     for (module, x, _), gz in zip(calls, out_grads, strict=False):
@@ -288,15 +302,107 @@ def _linear_grads(calls: list[tuple[nn.Linear, torch.Tensor, torch.Tensor]],
     return grads
 
 
-def activity_forward_gradient(loss_fn: Callable[[], torch.Tensor], taps: _LinearTaps, *, k: int,
-                              combine: str, distribution: str, generator: torch.Generator,
-                              scaling: str = "none", source: str = "forward",
-                              before_call: Callable[[], None] | None = None, scope: str = "tensor",
-                              ) -> tuple[torch.Tensor, dict[nn.Parameter, torch.Tensor]]:
-    """Activity-perturbation estimate: tangents on every Linear output, one jvp per tangent."""
+class SharedTangents:
+    """The paper's activity tangents: per layer (call order), k tangents shaped like one sample's
+    output, drawn on the layer's first call and expanded over the batch, so that every sample is
+    perturbed along the same direction. ``index`` picks the tangent of a pass, ``active`` the
+    layers perturbed in it (None: all)."""
+
+    def __init__(self, k: int, draw: Callable[[tuple[int, ...]], torch.Tensor]) -> None:
+        self.k, self.draw = k, draw
+        self.layers: list[torch.Tensor] = []  # per layer: (k, *sample shape)
+        self.index = 0
+        self.active: set[int] | None = None
+
+    def __call__(self, layer: int, shape: torch.Size) -> torch.Tensor | None:
+        if layer == len(self.layers):
+            self.layers.append(self.draw((self.k, *shape[1:])))
+        if self.active is not None and layer not in self.active:
+            return None
+        return self.layers[layer][self.index].expand(shape)
+
+    @property
+    def sizes(self) -> list[int]:
+        return [math.prod(t.shape[1:]) for t in self.layers]
+
+    def flat(self, i: int) -> torch.Tensor:
+        """Tangent i of every layer, laid end to end."""
+        return torch.cat([t[i].reshape(-1) for t in self.layers])
+
+
+def _sample_jvp(sample_loss_fn: Callable[[], torch.Tensor],
+                before_call: Callable[[], None] | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward pass under the taps' tangents: per-sample losses and their derivatives."""
+    if before_call:
+        before_call()
+    with torch.no_grad(), fwAD.dual_level():
+        primal, tangent = fwAD.unpack_dual(sample_loss_fn())
+    primal = primal.detach()
+    return primal, torch.zeros_like(primal) if tangent is None else tangent
+
+
+def _shared_directional(sample_loss_fn: Callable[[], torch.Tensor], taps: _LinearTaps,
+                        tangents: SharedTangents, scope: str, source: str,
+                        before_call: Callable[[], None] | None) -> tuple[torch.Tensor, Calls, torch.Tensor]:
+    """(batch loss, calls, derivatives k × parts × B) for shared tangents. Sample b's derivative
+    is that of the batch-mean loss through its own outputs, ∇_{z_b}L·u = dℓ_b/B; parts: one per
+    layer (scope tensor: forward mode perturbs one layer per pass) or one (global)."""
+    if source == "backprop":
+        return _shared_simulated(sample_loss_fn, taps, tangents, scope, before_call)
+    if source != "forward":
+        raise ValueError(f"unknown gradient source {source!r}")
+    taps.mode, taps.tangent, taps.calls = "tangent", tangents, []
+    tangents.active = set()  # a plain pass: layer inputs, output shapes, tangents drawn
+    losses, _ = _sample_jvp(sample_loss_fn, before_call)
+    calls, batch = taps.calls, losses.numel()
+    groups: list[set[int] | None] = [None] if scope == "global" else [{i} for i in range(len(calls))]
+    d = torch.zeros(tangents.k, len(groups), batch, device=losses.device, dtype=losses.dtype)
+    for i in range(tangents.k):
+        tangents.index = i
+        for g, active in enumerate(groups):
+            tangents.active, taps.calls = active, []
+            d[i, g] = _sample_jvp(sample_loss_fn, before_call)[1] / batch
+    return losses.mean(), calls, d
+
+
+def _shared_simulated(sample_loss_fn: Callable[[], torch.Tensor], taps: _LinearTaps,
+                      tangents: SharedTangents, scope: str,
+                      before_call: Callable[[], None] | None) -> tuple[torch.Tensor, Calls, torch.Tensor]:
+    """The same derivatives from the true per-sample output gradients of one backward pass."""
+    taps.mode, taps.calls = "grad", []
+    if before_call:
+        before_call()
+    loss = sample_loss_fn().mean()
+    loss.backward()
+    calls = taps.calls
+    for i, (_, _, z) in enumerate(calls):
+        tangents(i, z.shape)
+    grads = [z.grad.reshape(z.shape[0], -1) for _, _, z in calls]  # B × n_l each
+    d = torch.stack([torch.stack([g @ t[i].reshape(-1) for g, t in zip(grads, tangents.layers, strict=True)])
+                     for i in range(tangents.k)])
+    return loss.detach(), calls, d.sum(1, keepdim=True) if scope == "global" else d
+
+
+def _shared_activity_gradient(loss_fn, taps, *, k, combine, scaling, source, before_call,
+                              scope, draw) -> tuple[torch.Tensor, Calls, list[torch.Tensor]]:
+    """Shared tangents: (loss, calls, per-sample output-gradient estimates shaped like the outputs)."""
+    tangents = SharedTangents(k, draw)
+    loss, calls, d = _shared_directional(loss_fn, taps, tangents, scope, source, before_call)
+    combiner = Combiner(combine, k, tangents.sizes, scaling, scope)
+    for i in range(k):
+        combiner.add(tangents.flat(i), d[i])
+    per_layer = combiner.result().split(tangents.sizes)  # n_l × B each
+    return loss, calls, [g.T.reshape(c[2].shape) for g, c in zip(per_layer, calls, strict=True)]
+
+
+def _batch_activity_gradient(loss_fn, taps, *, k, combine, scaling, source, before_call,
+                             scope, draw) -> tuple[torch.Tensor, Calls, list[torch.Tensor]]:
+    """One tangent over the whole batch's activations, one batch-level derivative (the earlier
+    behaviour): (loss, calls, output-gradient estimates)."""
     loss = None
     combiner: Combiner | None = None
-    calls: list = []
+    calls: Calls = []
+    device = taps.layers[0].weight.device
     if source == "backprop":
         taps.mode, taps.calls = "grad", []
         if before_call:
@@ -305,43 +411,56 @@ def activity_forward_gradient(loss_fn: Callable[[], torch.Tensor], taps: _Linear
         loss.backward()
         calls = taps.calls
         true = torch.cat([z.grad.reshape(-1) for _, _, z in calls])
-        shapes = [z.shape for _, _, z in calls]
-        n = true.numel()
-        combiner = Combiner(combine, k, [math.prod(s) for s in shapes], scaling, scope)
+        combiner = Combiner(combine, k, [z.numel() for _, _, z in calls], scaling, scope)
         for _ in range(k):
-            u = draw_tangent(n, distribution, generator, true.device, true.dtype)
+            u = draw(true.numel())
             combiner.add(u, torch.stack([(g * t).sum() for g, t in zip(
                 true.split(combiner.parts), u.split(combiner.parts), strict=True)]))
         loss = loss.detach()
     elif source == "forward":
         if scope != "global":
             raise ValueError(ACTIVITY_SCOPE)
-        taps.mode = "tangent"
-        device = taps.layers[0].weight.device
-        taps.draw = lambda shape: draw_tangent(shape, distribution, generator, device)
-        shapes = []
+        taps.mode, taps.tangent = "tangent", lambda layer, shape: draw(shape)
         for _ in range(k):
             taps.calls = []
             if before_call:
                 before_call()
             with torch.no_grad(), fwAD.dual_level():
-                dual_loss = loss_fn()
-                primal, tangent = fwAD.unpack_dual(dual_loss)
+                primal, tangent = fwAD.unpack_dual(loss_fn())
             loss = primal.detach()
-            d = tangent if tangent is not None else torch.zeros((), device=device)
             calls = taps.calls
-            u = torch.cat([c[2].reshape(-1) for c in calls])
             if combiner is None:
-                shapes = [c[2].shape for c in calls]
-                combiner = Combiner(combine, k, [math.prod(s) for s in shapes], scaling, scope)
-            combiner.add(u, d)
+                combiner = Combiner(combine, k, [c[2].numel() for c in calls], scaling, scope)
+            combiner.add(torch.cat([c[2].reshape(-1) for c in calls]),
+                         tangent if tangent is not None else torch.zeros((), device=device))
     else:
         raise ValueError(f"unknown gradient source {source!r}")
-    taps.mode = None
     assert combiner is not None
-    flat = combiner.result()
-    sizes = [math.prod(s) for s in shapes]
-    out_grads = [g.view(s) for g, s in zip(flat.split(sizes), shapes, strict=False)]
+    flat = combiner.result().split(combiner.segments)
+    return loss, calls, [g.view(c[2].shape) for g, c in zip(flat, calls, strict=True)]
+
+
+def activity_forward_gradient(loss_fn: Callable[[], torch.Tensor], taps: _LinearTaps, *, k: int,
+                              combine: str, distribution: str, generator: torch.Generator,
+                              scaling: str = "none", source: str = "forward",
+                              before_call: Callable[[], None] | None = None, scope: str = "tensor",
+                              tangent: str = "shared",
+                              ) -> tuple[torch.Tensor, dict[nn.Parameter, torch.Tensor]]:
+    """Activity-perturbation estimate of the Linear layers' gradients: (loss, {parameter: grad}).
+
+    ``tangent="shared"`` (the paper's): ``loss_fn`` returns the per-sample losses (their mean is
+    the loss); ``"batch"``: it returns the batch loss."""
+    device = taps.layers[0].weight.device
+    build = {"shared": _shared_activity_gradient, "batch": _batch_activity_gradient}.get(tangent)
+    if build is None:
+        raise ValueError(f"unknown activity tangent {tangent!r}")
+    try:
+        loss, calls, out_grads = build(
+            loss_fn, taps, k=k, combine=combine, scaling=scaling, source=source,
+            before_call=before_call, scope=scope,
+            draw=lambda shape: draw_tangent(shape, distribution, generator, device))
+    finally:
+        taps.mode = None
     return loss, _linear_grads(calls, out_grads)
 
 
@@ -371,9 +490,10 @@ def _rng_restorer(device: torch.device) -> Callable[[], None]:
     return restore
 
 
-def unsupported_model(model: nn.Module, perturb: str, scope: str = "global") -> str | None:
+def unsupported_model(model: nn.Module, perturb: str, scope: str = "global",
+                      tangent: str = "shared") -> str | None:
     """Why forward gradients cannot train this model (with this perturbation), or None."""
-    if perturb == "activity" and scope != "global":
+    if perturb == "activity" and tangent == "batch" and scope != "global":
         return ACTIVITY_SCOPE
     for name, module in model.named_modules():
         if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.track_running_stats:
@@ -388,6 +508,11 @@ def unsupported_model(model: nn.Module, perturb: str, scope: str = "global") -> 
             return ("activity perturbation trains nn.Linear layers only; trainable parameters "
                     f"outside them: {', '.join(outside[:3])}{' …' if len(outside) > 3 else ''}")
     return None
+
+
+def perturbed_size(calls: Calls, tangent: str) -> int:
+    """The tangent's dimension n: the outputs of one sample (shared) or of the batch."""
+    return sum(c[2].numel() // (c[2].shape[0] if tangent == "shared" else 1) for c in calls)
 
 
 @register_method
@@ -412,6 +537,11 @@ class ForwardGradient(Method):
                          help="expected_length: divide by the estimate's expected length (the "
                               "paper's correction); unbiased: projection x n/k"),
         "perturb": Param("weight", choices=("weight", "activity")),
+        "activity_tangent": Param("shared", choices=("shared", "batch"), applies={"perturb": ("activity",)},
+                                  help="shared: each layer's tangent has one sample's shape, shared "
+                                       "by the batch, one derivative per sample (the paper's; needs "
+                                       "the task's sample_losses); batch: one tangent over the "
+                                       "batch's activations, one derivative"),
         "gradient_source": Param("forward", choices=("forward", "backprop"),
                                  help="backprop: same estimator from the true gradient (study only)"),
         "clip_norm": Param(0.0, low=0.0, high=100.0, help="0: off"),
@@ -419,7 +549,20 @@ class ForwardGradient(Method):
     requires = frozenset({"functional"})
 
     def check_model(self, model: nn.Module) -> str | None:
-        return unsupported_model(model, self.hp.perturb, self.hp.projection_scope)
+        return unsupported_model(model, self.hp.perturb, self.hp.projection_scope, self.activity_tangent)
+
+    @property
+    def activity_tangent(self) -> str | None:
+        return self.hp.activity_tangent if self.hp.perturb == "activity" else None
+
+    def activity_loss(self, ctx: TrainContext, batch) -> Callable[[], torch.Tensor]:
+        """What activity perturbation differentiates: per-sample losses (shared tangent) or the loss."""
+        if self.activity_tangent == "batch":
+            return lambda: ctx.loss(ctx.model, batch)
+        if "sample_losses" not in ctx.task.capabilities_for(ctx.task.hp):
+            raise RuntimeError(f"activity_tangent=shared takes one derivative per sample: task "
+                               f"{ctx.task.name} does not provide sample_losses (use activity_tangent=batch)")
+        return lambda: ctx.task.sample_losses(ctx.model, batch)
 
     def train(self, ctx: TrainContext) -> None:
         hp = self.hp
@@ -454,12 +597,12 @@ class ForwardGradient(Method):
                     n_perturbed = sum(p.numel() for _, p in named)
                 else:
                     loss, grads = activity_forward_gradient(
-                        lambda batch=batch: ctx.loss(model, batch), taps, before_call=restore,
-                        **common)
+                        self.activity_loss(ctx, batch), taps, before_call=restore,
+                        tangent=self.activity_tangent, **common)
                     for _, p in named:
                         g = grads.get(p)
                         p.grad = None if g is None else g.to(p.dtype)
-                    n_perturbed = sum(c[2].numel() for c in taps.calls)
+                    n_perturbed = perturbed_size(taps.calls, self.activity_tangent)
                 if hp.clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_([p for _, p in named], hp.clip_norm)
                 opt.step()

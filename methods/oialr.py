@@ -59,6 +59,10 @@ from joulebench.methods.lowrank import (
 from joulebench.methods.optim import OPTIMIZER_PARAMS, make_optimizer, make_schedule
 
 SECOND_MOMENTS = ("exp_avg_sq", "max_exp_avg_sq")
+# Trigger- and cut-specific parameters enter a run's key only where they act.
+STABILITY = {"trigger": ("stability",)}
+SCHEDULE = {"trigger": ("schedule",)}
+MAX_CUT = {"cut": ("max_cut",)}
 
 
 def move_state(opt: torch.optim.Optimizer, old: nn.Parameter, new: nn.Parameter,
@@ -200,11 +204,13 @@ class OIALR(Method):
                          help="stability: convert a layer when its U Vᵀ stops moving (the "
                               "authors'); schedule: a share of the layers per check"),
         "stability_threshold": Param(0.99, low=0.0, high=1.0,
-                                     help="trigger=stability: mean column cosine of U Vᵀ between checks"),
+                                     help="trigger=stability: mean column cosine of U Vᵀ between checks",
+                                     applies=STABILITY),
         "layer_fraction": Param(0.1, low=0.01, high=1.0,
-                                help="trigger=stability: layers checked grow by this share per check"),
+                                help="trigger=stability: layers checked grow by this share per check",
+                                applies=STABILITY),
         "convert_checks": Param(3, low=1, high=100, help="trigger=schedule: checks over which "
-                                "layers are converted, output side first"),
+                                "layers are converted, output side first", applies=SCHEDULE),
         "keep_full_rank": Param("first_last", choices=("first_last", "last", "none"),
                                 help="eligible weights kept dense (module order)"),
         "cut": Param("authors", choices=("authors", "max_cut"),
@@ -212,8 +218,8 @@ class OIALR(Method):
                           "sv_cutoff x the largest, at most max_cut per check, min_rank floor"),
         "sv_cutoff": Param(0.1, low=0.0, high=1.0, help="relative singular-value cut"),
         "max_cut": Param(0.5, low=0.0, high=1.0, help="cut=max_cut: largest share of a rank "
-                         "removed per check"),
-        "min_rank": Param(4, low=1, high=100_000, help="cut=max_cut: rank floor"),
+                         "removed per check", applies=MAX_CUT),
+        "min_rank": Param(4, low=1, high=100_000, help="cut=max_cut: rank floor", applies=MAX_CUT),
         "min_dim": Param(8, low=2, high=100_000, help="weights with a shorter side stay dense"),
         "exclude": Param("", help="comma-separated name parts of weights kept dense"),
         "clip_norm": Param(0.0, low=0.0, high=100.0, help="0: off"),

@@ -297,3 +297,21 @@ def test_feedback_methods_run_the_papers_tanh_network_by_default(runner):
                            task_params={"model": "mlp", "e_layers": 2}))
     row = runner.run(spec)
     assert row["x_hidden_activation"] == "task" and row["x_activations_replaced"] == 0
+
+
+def test_the_classification_setting_is_a_fully_connected_tanh_network_of_blocks(runner):
+    """The paper's classification network on a task generated here: imagenet ``model=mlp``."""
+    from joulebench.tasks.imagenet.models import mlp_classifier
+
+    model = mlp_classifier(4, 16, hidden=32, layers=2)
+    assert [type(b[-1]) for b in model] == [nn.Tanh, nn.Tanh, nn.Linear]
+    assert model(torch.zeros(2, 3, 16, 16)).shape == (2, 4)
+    params = {"model": "mlp", "image_size": 16, "hidden": 32, "batch_size": 50}
+    spec = resolve(RunSpec(task="imagenet", preset="tiny", method="f3", task_params=params,
+                           budget={"steps": 6}))
+    assert not {"width", "stages", "blocks", "norm"} & set(spec.task_params)  # the ResNet's own
+    with pytest.raises(SpecError, match="'width' applies only when model in"):
+        resolve(RunSpec(task="imagenet", preset="tiny", method="f3", task_params={**params, "width": 8}))
+    row = runner.run(spec)
+    assert row["status"] == "ok", row["error"]
+    assert row["model"] == "mlp2x32" and row["x_blocks"] == 3 and 0.0 <= row["primary_value"] <= 1.0

@@ -136,7 +136,8 @@ def test_dropout_mask_is_the_same_for_every_tangent():
     assert torch.allclose(flat(est), true, atol=1e-4, rtol=1e-3)
 
 
-def test_activity_perturbation_with_full_span_is_exact_and_mean_is_close():
+def test_batch_activity_tangent_with_full_span_is_exact_and_mean_is_close():
+    """The earlier option (activity_tangent=batch): one tangent over the batch's activations."""
     model, x, y, params, _, true = small_problem()
     taps = _LinearTaps([m for m in model.modules() if isinstance(m, nn.Linear)])
     n_act = 8 * 4 + 8 * 2
@@ -146,18 +147,19 @@ def test_activity_perturbation_with_full_span_is_exact_and_mean_is_close():
 
     try:
         loss, grads = activity_forward_gradient(loss_fn, taps, k=n_act, combine="projection",
-                                                distribution="gaussian", scope="global",
+                                                distribution="gaussian", scope="global", tangent="batch",
                                                 generator=torch.Generator().manual_seed(7))
         assert torch.allclose(flat(grads[p] for p in params), true, atol=1e-4, rtol=1e-3)
         _, grads = activity_forward_gradient(loss_fn, taps, k=3000, combine="mean",
-                                             distribution="gaussian", scope="global",
+                                             distribution="gaussian", scope="global", tangent="batch",
                                              generator=torch.Generator().manual_seed(8))
         assert cosine(flat(grads[p] for p in params), true) > 0.97
         _, fwd = activity_forward_gradient(loss_fn, taps, k=3, combine="mean", distribution="gaussian",
-                                           generator=torch.Generator().manual_seed(9), scope="global")
+                                           generator=torch.Generator().manual_seed(9), scope="global",
+                                           tangent="batch")
         _, bwd = activity_forward_gradient(loss_fn, taps, k=3, combine="mean", distribution="gaussian",
                                            generator=torch.Generator().manual_seed(9), source="backprop",
-                                           scope="global")
+                                           scope="global", tangent="batch")
         assert torch.allclose(flat(fwd[p] for p in params), flat(bwd[p] for p in params), atol=1e-5)
     finally:
         taps.remove()
@@ -174,7 +176,8 @@ def test_unsupported_models_are_refused_with_a_reason():
     assert unsupported_model(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), "weight") is None
     why = unsupported_model(nn.Sequential(nn.Linear(2, 2), nn.LayerNorm(2)), "activity")
     assert "nn.Linear" in why and "1.weight" in why
-    assert "projection_scope=global" in unsupported_model(nn.Linear(2, 2), "activity", "tensor")
+    assert "projection_scope=global" in unsupported_model(nn.Linear(2, 2), "activity", "tensor", "batch")
+    assert unsupported_model(nn.Linear(2, 2), "activity", "tensor", "shared") is None
 
 
 @pytest.fixture
@@ -186,7 +189,8 @@ def runner(results):
     ({"tangents": 2}, "forward-mode"),
     ({"tangents": 2, "combine": "projection", "scaling": "unbiased"}, "forward-mode"),
     ({"tangents": 2, "perturb": "activity", "distribution": "rademacher",
-      "projection_scope": "global"}, "forward-mode"),
+      "projection_scope": "global", "activity_tangent": "batch"}, "forward-mode"),
+    ({"tangents": 2, "perturb": "activity"}, "forward-mode"),
     ({"tangents": 2, "combine": "projection", "scaling": "expected_length", "lr": 0.05}, "forward-mode"),
     ({"tangents": 2, "gradient_source": "backprop"}, "backprop-projected"),
 ])
@@ -286,3 +290,99 @@ def test_sgd_is_the_default_optimiser():
     spec = resolve(RunSpec(task="ltsf", method="forward_gradient", preset="tiny"))
     assert spec.method_params["optimizer"] == "sgd" and spec.method_params["momentum"] == 0.0
     assert spec.method_params["projection_scope"] == "tensor"
+
+
+# -- activity perturbation as in the paper (issue 18) ------------------------------------------
+def ltsf_mlp_batch(n_hidden: int = 8, batch: int = 6):
+    """The tiny LTSF task's MLP (Linear layers only) and one real training batch."""
+    from joulebench.tasks.ltsf.task import LTSF
+
+    spec = resolve(RunSpec(task="ltsf", method="forward_gradient", preset="tiny",
+                           task_params={"model": "mlp", "seq_len": 12, "pred_len": 3, "d_ff": n_hidden, "e_layers": 2,
+                                        "batch_size": batch, "features": "S"}))
+    task = LTSF(spec.task_params, "tiny", 0, torch.device("cpu"))
+    task.setup()
+    torch.manual_seed(0)
+    model = task.build_model()
+    data = next(iter(torch.utils.data.DataLoader(task.train_dataset(), batch_size=batch)))
+    assert all(isinstance(m, nn.Linear) for m in model.modules() if list(m.parameters(recurse=False)))
+    return task, model, data
+
+
+def per_sample_widths(model: nn.Module, data) -> list[int]:
+    """Each Linear's output size for one sample."""
+    widths: list[int] = []
+    hooks = [m.register_forward_hook(lambda m, a, out: widths.append(out[0].numel()))
+             for m in model.modules() if isinstance(m, nn.Linear)]
+    model(data["x"])
+    for h in hooks:
+        h.remove()
+    return widths
+
+
+def activity_estimate(task, model, data, **kw):
+    taps = _LinearTaps([m for m in model.modules() if isinstance(m, nn.Linear)])
+    shared = kw.get("tangent", "shared") == "shared"
+    try:
+        loss, grads = activity_forward_gradient(
+            (lambda: task.sample_losses(model, data)) if shared else (lambda: task.loss(model, data)),
+            taps, distribution="gaussian", **kw)
+    finally:
+        taps.remove()
+    return loss, flat(grads[p] for p in model.parameters())
+
+
+def test_sample_losses_average_to_the_loss():
+    task, model, data = ltsf_mlp_batch()
+    losses = task.sample_losses(model, data)
+    assert losses.shape == (6,) and torch.isclose(losses.mean(), task.loss(model, data))
+    assert "sample_losses" in task.capabilities_for(task.hp)
+
+
+def test_shared_activity_tangent_is_exact_at_k_equal_to_the_widest_layer_per_sample():
+    """The paper's activity perturbation: each layer's tangent has one sample's shape and is
+    shared by the whole batch, with one directional derivative per sample. Per layer (scope
+    tensor) k = the widest layer's per-sample output (not × batch) spans every sample's output
+    gradient, so the weight gradient is exact; one tangent over the whole batch is not, and a
+    global projection needs k = the sum over layers."""
+    task, model, data = ltsf_mlp_batch()
+    true = flat(torch.autograd.grad(task.loss(model, data), list(model.parameters())))
+    widths = per_sample_widths(model, data)
+    assert len(widths) == 3 and max(widths) < sum(widths) < 6 * max(widths)
+    k = max(widths)
+    for source in ("forward", "backprop"):
+        loss, est = activity_estimate(task, model, data, k=k, combine="projection", scope="tensor",
+                                      source=source, generator=torch.Generator().manual_seed(3))
+        assert torch.allclose(est, true, atol=1e-5, rtol=1e-3), source
+        assert torch.isclose(loss, task.loss(model, data).detach())
+    _, est = activity_estimate(task, model, data, k=sum(widths), combine="projection", scope="global",
+                               generator=torch.Generator().manual_seed(3))
+    assert torch.allclose(est, true, atol=1e-5, rtol=1e-3)
+    _, batch_level = activity_estimate(task, model, data, k=k, combine="projection", scope="global",
+                                       tangent="batch", generator=torch.Generator().manual_seed(3))
+    assert cosine(batch_level, true) < 0.9  # one derivative for the batch: k ≪ batch × width
+
+
+def test_shared_tangent_forward_mode_equals_its_simulation_and_the_mean_is_unbiased():
+    task, model, data = ltsf_mlp_batch()
+    true = flat(torch.autograd.grad(task.loss(model, data), list(model.parameters())))
+    for scope in ("tensor", "global"):
+        same = [activity_estimate(task, model, data, k=3, combine="mean", scope=scope, source=source,
+                                  generator=torch.Generator().manual_seed(5))[1]
+                for source in ("forward", "backprop")]
+        assert torch.allclose(*same, atol=1e-6, rtol=1e-4), scope
+    _, many = activity_estimate(task, model, data, k=4000, combine="mean", scope="tensor",
+                                source="backprop", generator=torch.Generator().manual_seed(6))
+    assert cosine(many, true) > 0.98  # E[v vᵀ] = I: the mean converges to the gradient
+
+
+def test_every_sample_is_perturbed_along_the_same_tangent():
+    from joulebench.methods.forward_gradient import SharedTangents
+
+    tangents = SharedTangents(2, lambda shape: torch.randn(shape, generator=torch.Generator().manual_seed(0)))
+    u = tangents(0, torch.Size([5, 3, 4]))
+    assert u.shape == (5, 3, 4) and all(torch.equal(u[b], u[0]) for b in range(5))
+    tangents.index = 1
+    assert not torch.equal(tangents(0, torch.Size([5, 3, 4]))[0], u[0])
+    tangents.active = {1}
+    assert tangents(0, torch.Size([5, 3, 4])) is None and tangents.sizes == [12]

@@ -207,3 +207,25 @@ def test_the_authors_cut_is_relative_to_the_singular_value_at_one_percent() -> N
     assert authors_rank(s, 0.1) > truncation_rank(s, 0.1, 1)  # not relative to the largest
     assert authors_rank(torch.tensor([1.0, 1e-3, 1e-4]), 0.1) == 1
     assert RankCut("authors", 0.1).keep(s) == authors_rank(s, 0.1)
+
+
+def test_trigger_and_cut_parameters_enter_only_the_keys_of_runs_they_affect() -> None:
+    from joulebench.harness.params import SpecError
+
+    def spec(**method_params) -> RunSpec:
+        return resolve(RunSpec(task="ltsf", method="oialr", preset="tiny", budget={"steps": 4},
+                               task_params={"model": "transformer"}, method_params=method_params))
+    authors = spec()
+    assert {"stability_threshold", "layer_fraction"} <= set(authors.method_params)
+    assert not {"convert_checks", "max_cut", "min_rank"} & set(authors.method_params)
+    schedule = spec(trigger="schedule", cut="max_cut")
+    assert {"convert_checks", "max_cut", "min_rank"} <= set(schedule.method_params)
+    assert not {"stability_threshold", "layer_fraction"} & set(schedule.method_params)
+    # where it applies, it is part of the key
+    assert spec(trigger="schedule", convert_checks=5).run_key != spec(trigger="schedule").run_key
+    with pytest.raises(SpecError, match="'convert_checks' applies only when trigger in"):
+        spec(convert_checks=5)
+    with pytest.raises(SpecError, match="'max_cut' applies only when cut in"):
+        spec(max_cut=0.3)
+    with pytest.raises(SpecError, match="'stability_threshold' applies only when trigger in"):
+        spec(trigger="schedule", stability_threshold=0.5)

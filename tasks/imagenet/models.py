@@ -68,6 +68,16 @@ def narrow_resnet(classes: int, width: int = 16, stages: int = 3, blocks: int = 
     return nn.Sequential(*layers)
 
 
+def mlp_classifier(classes: int, image_size: int, hidden: int = 128, layers: int = 2) -> nn.Sequential:
+    """A fully connected classifier of blocks (the F³ paper's network for classification):
+    flattened image → ``layers`` × (Linear ``hidden``, Tanh) → Linear to the class logits. Each
+    block is a top-level child, so feedback methods train it block by block."""
+    blocks: list[nn.Module] = [nn.Sequential(nn.Flatten(), nn.Linear(3 * image_size ** 2, hidden), nn.Tanh())]
+    blocks += [nn.Sequential(nn.Linear(hidden, hidden), nn.Tanh()) for _ in range(layers - 1)]
+    blocks.append(nn.Sequential(nn.Linear(hidden, classes)))
+    return nn.Sequential(*blocks)
+
+
 def resnet50_model(classes: int, norm: str = "batch") -> nn.Module:
     """torchvision's ResNet-50, untrained (``weights=None``); GroupNorm (32 groups) or no norm on
     request (then each residual branch starts at zero)."""

@@ -19,12 +19,16 @@ from joulebench.harness.task import WORKERS, Batch, Preset, Task
 from joulebench.tasks.imagenet import data
 from joulebench.tasks.imagenet.generate import GenConfig, ensure_generated
 from joulebench.tasks.imagenet.metrics import Accuracy
-from joulebench.tasks.imagenet.models import NORMS, narrow_resnet, resnet50_model
+from joulebench.tasks.imagenet.models import NORMS, mlp_classifier, narrow_resnet, resnet50_model
 
 # First settings, not tuned: at small (3 epochs) DFA reaches about 0.28 test top-1 and F³ 0.18
 # (chance 0.1; their loss starts to fall after ~120 steps); forward gradients stay at chance.
 FEEDBACK_LR = {"f3": {"lr": 1e-2}, "dfa": {"lr": 1e-2}, "drtp": {"lr": 1e-2},
                "forward_gradient": {"lr": 1e-4}}
+
+
+RESNET = {"model": ("resnet",)}
+MLP = {"model": ("mlp",)}
 
 
 @register_task
@@ -47,13 +51,17 @@ class ImageNet(Task):
         "subset_per_class": Param(0, low=0, high=100_000,
                                   help="train on N images per class (stratified by data_seed); 0: all"),
         "crop_scale_min": Param(0.08, low=0.01, high=1.0, help="RandomResizedCrop smallest area share"),
-        "model": Param("resnet", choices=("resnet", "resnet50"),
-                       help="resnet: narrow, nn.Sequential of blocks; resnet50: torchvision's"),
-        "width": Param(16, low=1, high=1024, help="resnet: channels of the first stage"),
-        "stages": Param(3, low=1, high=6, help="resnet: stages (each after the first halves the size)"),
-        "blocks": Param(1, low=1, high=16, help="resnet: residual blocks per stage"),
-        "norm": Param("group", choices=NORMS,
+        "model": Param("resnet", choices=("resnet", "resnet50", "mlp"),
+                       help="resnet: narrow, nn.Sequential of blocks; resnet50: torchvision's; "
+                            "mlp: fully connected Tanh blocks (the F³ paper's classifier)"),
+        "width": Param(16, low=1, high=1024, help="resnet: channels of the first stage", applies=RESNET),
+        "stages": Param(3, low=1, high=6, help="resnet: stages (each after the first halves the size)",
+                        applies=RESNET),
+        "blocks": Param(1, low=1, high=16, help="resnet: residual blocks per stage", applies=RESNET),
+        "norm": Param("group", choices=NORMS, applies={"model": ("resnet", "resnet50")},
                       help="batch keeps running statistics (no forward gradients); group; none"),
+        "hidden": Param(128, low=1, high=65536, help="mlp: units per hidden layer", applies=MLP),
+        "hidden_layers": Param(2, low=1, high=16, help="mlp: hidden layers", applies=MLP),
         "label_smoothing": Param(0.0, low=0.0, high=0.5),
         "batch_size": Param(64, low=1, high=65536, help="per rank"),
         "eval_batch_size": Param(256, low=1, high=65536),
@@ -98,7 +106,7 @@ class ImageNet(Task):
     def capabilities_for(cls, hp) -> frozenset[str]:
         """The narrow ResNet is a Sequential of blocks; without BatchNorm the model is functional."""
         extra = set()
-        if hp.get("model", "resnet") == "resnet":
+        if hp.get("model", "resnet") in ("resnet", "mlp"):
             extra.add("sequential_blocks")
         if hp.get("norm", "group") != "batch":
             extra.add("functional")
@@ -165,6 +173,8 @@ class ImageNet(Task):
         hp = self.hp
         if hp.model == "resnet50":
             return resnet50_model(self.classes, hp.norm)
+        if hp.model == "mlp":
+            return mlp_classifier(self.classes, hp.image_size, hp.hidden, hp.hidden_layers)
         return narrow_resnet(self.classes, hp.width, hp.stages, hp.blocks, hp.norm)
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
@@ -184,4 +194,6 @@ class ImageNet(Task):
         hp = self.hp
         if hp.model == "resnet50":
             return "resnet50" + ("" if hp.norm == "batch" else f"-{hp.norm}")
+        if hp.model == "mlp":
+            return f"mlp{hp.hidden_layers}x{hp.hidden}"
         return f"resnet{hp.stages}x{hp.blocks}-w{hp.width}-{hp.norm}"

@@ -139,7 +139,7 @@ class LTSF(Task):
     |y| < MAPE_EPS left out. mase: per channel, MAE over the in-sample MAE of the seasonal-naive
     forecast (season = cycle_len) on the training split, averaged over channels (scale-free)."""
     primary_metric = "mse"
-    capabilities = frozenset({"sample_index", "regression", "functional"})
+    capabilities = frozenset({"sample_index", "regression", "functional", "sample_losses"})
 
     @classmethod
     def capabilities_for(cls, hp) -> frozenset[str]:
@@ -195,6 +195,10 @@ class LTSF(Task):
 
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return nn.functional.mse_loss(self.forward(model, batch), batch["y"])
+
+    def sample_losses(self, model: nn.Module, batch: Batch) -> torch.Tensor:
+        """Per-sample MSE; every sample has pred_len × C terms, so their mean is ``loss``."""
+        return (self.forward(model, batch) - batch["y"]).pow(2).flatten(1).mean(1)
 
     def evaluate(self, model: nn.Module, split: str) -> dict[str, float]:
         loader = DataLoader(self.splits[split], batch_size=EVAL_BATCH, shuffle=False)
