@@ -14,7 +14,13 @@ from joulebench.harness.runner import Runner
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store
 from joulebench.tasks.load import data, metrics
-from joulebench.tasks.load.models import CINN, POINT, latent_neighbourhood, residual_scale
+from joulebench.tasks.load.models import (
+    CINN,
+    POINT,
+    QuantileWidths,
+    latent_neighbourhood,
+    residual_scale,
+)
 from joulebench.tasks.load.task import LoadForecast
 from tests.conftest import shared_file
 
@@ -244,6 +250,19 @@ def test_quantile_crps_and_conformal_by_hand() -> None:
     normal_q = (torch.sqrt(torch.tensor(2.0)) * torch.erfinv(2 * lv - 1))[:, None, None].expand(-1, 2000, 3)
     exact = metrics.crps_gaussian(torch.zeros(2000, 3), torch.ones(2000, 3), y)
     assert float(metrics.crps_quantiles(normal_q, y)) == pytest.approx(float(exact), rel=0.06)
+
+
+def test_quantile_regression_never_crosses_and_centres_on_the_median() -> None:
+    torch.manual_seed(0)
+    head = QuantileWidths(n_feat=5, hidden=8, levels=metrics.CRPS_LEVELS)
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=2.0)
+    x, median = torch.randn(30, 5), torch.randn(30, 24)
+    q = head(x, median)
+    assert q.shape == (19, 30, 24) and torch.equal(q[metrics.CRPS_LEVELS.index(0.5)], median)
+    assert bool((q.diff(dim=0) > 0).all())
+    with pytest.raises(ValueError, match="0.5 in the middle"):
+        QuantileWidths(5, 8, (0.1, 0.9))
 
 
 def test_quantile_regression_and_baselines_run(results: Path) -> None:
