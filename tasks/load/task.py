@@ -114,6 +114,10 @@ class LoadForecast(Task):
                        description="1,200 synthetic hours; seconds on one core"),
         "small": Preset(params={"n_rows": 17520}, budget={"epochs": 5}, timeout_s=1800,
                         description="two synthetic years, 5 epochs; under a minute on one CPU core"),
+        "short": Preset(params={"csv": "../shared/data/Load-BW.csv", "n_samples": 50},
+                        budget={"steps": 150}, eval_every=10**9, timeout_s=1800,
+                        description="Load-BW.csv, 150 steps (about 2 epochs): the seed benchmark's "
+                                    "budget, which a search's trials inherit with the preset"),
         "full": Preset(params={"csv": "../shared/data/Load-BW.csv"}, budget={"epochs": 60},
                        eval_every=1540, timeout_s=4 * 3600,
                        description="a user's hourly CSV (default: Load-BW.csv of AutoPQ); "
