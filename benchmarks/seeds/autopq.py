@@ -23,10 +23,11 @@ Here (``Load-BW.csv`` from ``../shared/data``; skipped with the reason when abse
   ``center=zero``) on the MLP is the named variant. Quick: seeds 0 and 1; full: 0, 1, 2.
 
 CRPS in every ratio is ``crps_q`` (twice the mean pinball loss on the 19 levels 0.05…0.95), one
-estimator for quantile and sample forecasters. Headlines: ``crps_ratio_cinn_<baseline>`` (below 1:
-AutoPQ is better), ``crps_ratio_autopq_residual``, ``crps_gain_advanced`` (relative),
+estimator for quantile and sample forecasters. Headlines: ``crps_ratio_cinn_<baseline>`` (the
+selected default run against the baseline; below 1: AutoPQ is better), ``..._quantile_mlp`` and
+``crps_ratio_autopq_residual_mlp`` (both sides on the MLP), ``crps_gain_advanced`` (relative),
 ``energy_ratio_advanced_default`` and ``energy_per_crps_gain_j`` = extra joules of the advanced
-configuration / CRPS it gains (J per MW of CRPS; NaN where it gains nothing). Energy is
+configuration / CRPS it gains (J per unit of CRPS, the load's unit; NaN where it gains nothing). Energy is
 codecarbon's estimate (power × time): every energy figure here is a time figure in disguise.
 
     python benchmarks/seeds/autopq.py --quick
@@ -81,7 +82,7 @@ def selected(got: dict, seed: int):
 
 
 def headlines(got: dict, seeds: list[int]) -> list[str]:
-    ratios = {b: [] for b in (*BASELINES, "residual")}
+    ratios = {b: [] for b in (*BASELINES, "quantile_mlp", "residual_mlp")}
     gain, energy_ratio, per_gain = [], [], []
     for seed in seeds:
         best = selected(got, seed)
@@ -90,9 +91,12 @@ def headlines(got: dict, seeds: list[int]) -> list[str]:
         crps = best["metric_crps_q"]
         ratios["conformal"].append(crps / best["metric_crps_q_conformal"])
         ratios["gauss"].append(crps / best["metric_crps_q_gauss"])
-        for name in ("quantile", "residual"):
+        if ("quantile", "mlp", seed) in got:
+            ratios["quantile"].append(crps / got[("quantile", "mlp", seed)]["metric_crps_q"])
+        mlp = got[("default", "mlp", seed)]["metric_crps_q"]
+        for name in ("quantile", "residual"):       # the same forecaster (MLP) on both sides
             if (name, "mlp", seed) in got:
-                ratios[name].append(crps / got[(name, "mlp", seed)]["metric_crps_q"])
+                ratios[f"{name}_mlp"].append(mlp / got[(name, "mlp", seed)]["metric_crps_q"])
         if ("advanced", "search", seed) in got:
             adv = got[("advanced", "search", seed)]
             e_default = sum(got[("default", m, seed)]["total_energy_j"] for m in FORECASTERS)
@@ -101,7 +105,8 @@ def headlines(got: dict, seeds: list[int]) -> list[str]:
             energy_ratio.append(adv["total_energy_j"] / e_default)
             per_gain.append((adv["total_energy_j"] - e_default) / delta if delta > 0 else math.nan)
     lines = [common.headline(f"crps_ratio_cinn_{b}", ratios[b]) for b in BASELINES]
-    lines += [common.headline("crps_ratio_autopq_residual", ratios["residual"]),
+    lines += [common.headline("crps_ratio_cinn_quantile_mlp", ratios["quantile_mlp"]),
+              common.headline("crps_ratio_autopq_residual_mlp", ratios["residual_mlp"]),
               common.headline("crps_gain_advanced", gain),
               common.headline("energy_ratio_advanced_default", energy_ratio),
               common.headline("energy_per_crps_gain_j", per_gain)]
