@@ -9,11 +9,19 @@ import pandas as pd
 import pytest
 import torch
 
+from joulebench.harness.params import SpecError
 from joulebench.harness.runner import Runner
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store
 from joulebench.tasks.load import data, metrics
-from joulebench.tasks.load.models import CINN, POINT, residual_scale
+from joulebench.tasks.load.models import (
+    CINN,
+    POINT,
+    QuantileWidths,
+    latent_neighbourhood,
+    residual_scale,
+)
+from joulebench.tasks.load.task import LoadForecast
 from tests.conftest import shared_file
 
 
@@ -96,7 +104,7 @@ def test_tiny_runs_every_point_model(results: Path, model: str) -> None:
 
 
 def test_without_cinn_the_gaussian_is_the_forecast(results: Path) -> None:
-    row = _run(results, task_params={"cinn": False})
+    row = _run(results, task_params={"prob": "gaussian"})
     assert row["status"] == "ok", row.get("traceback")
     assert row["metric_crps"] == row["metric_crps_gauss"]
 
@@ -118,8 +126,8 @@ def test_exog_columns_must_exist() -> None:
 
 
 def test_zero_centre_samples_the_cinn_distribution(results: Path) -> None:
-    point = _run(results, task_params={"center": "point"})
-    zero = _run(results, task_params={"center": "zero"})
+    point = _run(results, task_params={"center": "point", "cinn_of": "residual"})
+    zero = _run(results, task_params={"center": "zero", "cinn_of": "residual"})
     assert zero["status"] == "ok", zero.get("traceback")
     assert zero["metric_mae_point"] == point["metric_mae_point"]
     assert zero["metric_crps"] != point["metric_crps"]
@@ -163,9 +171,10 @@ def test_width_is_chosen_at_the_validation_optimum() -> None:
 
 
 def test_spread_widens_and_is_tuned_on_validation(results: Path) -> None:
-    narrow = _run(results, task_params={"spread": 0.2})
-    wide = _run(results, task_params={"spread": 3.0})
-    tuned = _run(results, task_params={"spread": 0.0})
+    variant = {"cinn_of": "residual", "center": "zero"}     # additive noise: width ∝ spread
+    narrow = _run(results, task_params={**variant, "spread": 0.2})
+    wide = _run(results, task_params={**variant, "spread": 3.0})
+    tuned = _run(results, task_params={**variant, "spread": 0.0})
     assert tuned["status"] == "ok", tuned.get("traceback")
     assert narrow["metric_coverage80"] < wide["metric_coverage80"]
     assert narrow["metric_mae_point"] == wide["metric_mae_point"]   # training is the same
@@ -173,3 +182,120 @@ def test_spread_widens_and_is_tuned_on_validation(results: Path) -> None:
     assert tuned["val_crps"] < wide["val_crps"]
     assert tuned["metric_sigma_factor"] == wide["metric_sigma_factor"]   # same Gaussian baseline
     assert tuned["metric_crps_gauss"] == wide["metric_crps_gauss"]
+
+
+def _task(**params) -> tuple[LoadForecast, torch.nn.Module]:
+    """The tiny task set up, with its model's cINN at random (not identity) weights."""
+    spec = resolve(RunSpec(task="load", preset="tiny", task_params=params))
+    task = LoadForecast(spec.task_params, "tiny", 0, torch.device("cpu"))
+    task.setup()
+    torch.manual_seed(0)
+    model = task.build_model()
+    for p in model.cinn.parameters():
+        torch.nn.init.normal_(p, std=0.1)
+    return task, model
+
+
+@pytest.mark.parametrize("noise", ["relative", "additive"])
+def test_autopq_samples_around_the_point_forecasts_latent(noise: str) -> None:
+    """AutoPQ: the flow models the target given the covariates only; sampling maps the point
+    forecast into the latent, draws around that latent and inverts."""
+    task, model = _task(latent_noise=noise)
+    assert not model.cinn.with_point
+    x = task.splits["val"].x[:50]
+    with torch.no_grad():
+        p = model.point(x)
+        c = model.cinn.condition(x)
+        z_p = model.cinn(p, c)[0]
+        assert torch.allclose(model.cinn.inverse(z_p, c), p, atol=1e-4)
+        eps = torch.randn(4000, *p.shape, generator=torch.Generator().manual_seed(1))
+        sample = task.sampler(model, x, p, eps)
+        assert torch.allclose(sample(0.0), p, atol=1e-4)         # spread 0: the point forecast
+        z = latent_neighbourhood(z_p, eps, 0.3, noise == "relative")
+        assert torch.allclose(z.mean(0), z_p, atol=0.05 * float(z_p.abs().max()) + 0.03)
+        assert torch.allclose(model.cinn.inverse(z, c), sample(0.3), atol=1e-4)
+        # the point forecast lies inside the samples' bulk, with as many above as below
+        above = (sample(0.3) > p).float().mean(0)
+        assert 0.3 < float(above.median()) < 0.7
+    if noise == "relative":     # the authors' noise: the spread grows with the latent's size
+        gap = (z - z_p).std(0)
+        assert torch.allclose(gap, 0.3 * z_p.abs(), rtol=0.1, atol=1e-3)
+
+
+def test_autopq_flow_is_trained_on_the_target_not_the_residual() -> None:
+    task, model = _task()
+    batch = {"x": task.splits["train"].x[:16], "y": task.splits["train"].y[:16]}
+    mse = torch.nn.functional.mse_loss(model.point(batch["x"]), batch["y"])
+    nll = model.cinn.nll(batch["y"], model.cinn.condition(batch["x"]))
+    with torch.no_grad():
+        assert float(task.loss(model, batch)) == pytest.approx(float(mse + nll), rel=1e-6)
+
+
+def test_quantile_crps_and_conformal_by_hand() -> None:
+    """Two windows, one hour, three levels: the quantile-score CRPS and the conformal quantiles
+    written out by hand."""
+    levels = (0.25, 0.5, 0.75)
+    q = torch.tensor([[[1.0], [0.0]], [[2.0], [1.0]], [[3.0], [2.0]]])      # (L=3, N=2, H=1)
+    y = torch.tensor([[2.5], [-1.0]])
+    # window 1: ρ.25(1.5)=.375, ρ.5(.5)=.25, ρ.75(-.5)=.125; window 2: .75(1)=.75, .5(2)=1, .25(3)=.75
+    by_hand = 2 * (0.375 + 0.25 + 0.125 + 0.75 + 1.0 + 0.75) / 6
+    assert float(metrics.crps_quantiles(q, y, levels)) == pytest.approx(by_hand)
+    residual_val = torch.tensor([[-2.0], [0.0], [2.0]])
+    cq = metrics.conformal_quantiles(torch.tensor([[10.0], [20.0]]), residual_val, levels)
+    assert cq[:, :, 0].tolist() == [[9.0, 19.0], [10.0, 20.0], [11.0, 21.0]]
+    # on 19 levels the quantile score approaches the closed-form Gaussian CRPS (tails left out)
+    g = torch.Generator().manual_seed(0)
+    y = torch.randn(2000, 3, generator=g)
+    lv = torch.tensor(metrics.CRPS_LEVELS)
+    normal_q = (torch.sqrt(torch.tensor(2.0)) * torch.erfinv(2 * lv - 1))[:, None, None].expand(-1, 2000, 3)
+    exact = metrics.crps_gaussian(torch.zeros(2000, 3), torch.ones(2000, 3), y)
+    assert float(metrics.crps_quantiles(normal_q, y)) == pytest.approx(float(exact), rel=0.06)
+
+
+def test_quantile_regression_never_crosses_and_centres_on_the_median() -> None:
+    torch.manual_seed(0)
+    head = QuantileWidths(n_feat=5, hidden=8, levels=metrics.CRPS_LEVELS)
+    for p in head.parameters():
+        torch.nn.init.normal_(p, std=2.0)
+    x, median = torch.randn(30, 5), torch.randn(30, 24)
+    q = head(x, median)
+    assert q.shape == (19, 30, 24) and torch.equal(q[metrics.CRPS_LEVELS.index(0.5)], median)
+    assert bool((q.diff(dim=0) > 0).all())
+    with pytest.raises(ValueError, match="0.5 in the middle"):
+        QuantileWidths(5, 8, (0.1, 0.9))
+
+
+def test_quantile_regression_and_baselines_run(results: Path) -> None:
+    qr = _run(results, task_params={"prob": "quantile"})
+    assert qr["status"] == "ok", qr.get("traceback")
+    assert qr["model"] == "mlp+quantile" and qr["metric_crps"] == qr["metric_crps_q"]
+    assert 0.5 < qr["metric_coverage80"] <= 1 and "metric_spread" not in qr or qr["metric_spread"] is None
+    cinn = _run(results)
+    assert cinn["model"] == "mlp+cinn"
+    for row in (qr, cinn):
+        assert 0 < row["metric_crps_q_conformal"] < row["metric_mae_point"]
+        assert 0 < row["metric_coverage80_conformal"] <= 1
+    assert cinn["metric_crps_q"] == pytest.approx(cinn["metric_crps"], rel=0.15)
+
+
+def test_cinn_parameters_do_not_apply_to_quantile_regression() -> None:
+    with pytest.raises(SpecError, match="spread"):
+        resolve(RunSpec(task="load", preset="tiny", task_params={"prob": "quantile", "spread": 1.0}))
+
+
+@pytest.mark.parametrize("bad", ["nan", "inf"])
+def test_non_finite_load_data_is_a_one_line_data_error(tmp_path: Path, results: Path, bad: str) -> None:
+    """A NaN gap in the target is filled; a target with nothing to fill from, or inf anywhere,
+    fails the run at set-up with one line naming the file and column (nothing stored as ok)."""
+    frame = data.make_load(600, seed=0)
+    if bad == "nan":
+        frame["target"] = float("nan")
+    else:
+        frame.loc[10, "temperature"] = float("inf")
+    csv = tmp_path / "load.csv"
+    frame.to_csv(csv, index=False)
+    row = _run(results, task_params={"csv": str(csv), "target": "target"}, budget={"steps": 2})
+    assert row["status"] == "failed"
+    assert "data error" in row["error"] and "\n" not in row["error"].strip(), row["error"]
+    assert str(csv) in row["error"] and ("'target'" if bad == "nan" else "'temperature'") in row["error"]
+    assert Store(results).stored_keys() == set()

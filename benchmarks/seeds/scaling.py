@@ -33,6 +33,7 @@ def build(args) -> list:
     campaign = Campaign.load(CAMPAIGN)
     data = campaign.model_dump(exclude_none=True)
     data["defaults"]["seeds"] = common.seeds(args)
+    data["defaults"]["timeout_s"] = common.TIMEOUT_S     # a label: the run keys stay the campaign's
     if args.quick:
         data["defaults"]["budget"] = {"steps": 20}
         for block in data["grid"]:

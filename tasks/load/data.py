@@ -32,6 +32,8 @@ def read_csv(path: str | Path, time_col: str, target: str) -> pd.DataFrame:
     if np.isinf(numeric.to_numpy(dtype=float)).any():
         refuse_non_finite(numeric, path)  # inf is never a gap: name it (NaN gaps are filled below)
     frame["target"] = frame["target"].interpolate().bfill().ffill()
+    if frame["target"].isna().any():        # nothing to fill from: a target column of NaN only
+        refuse_non_finite(frame[["target"]].rename(columns={"target": target}), path)
     return frame
 
 

@@ -155,23 +155,27 @@ class LUMix(nn.Module):
 
 
 class CINN(nn.Module):
-    """Conditional INN over the 24 h residual; condition = features and the (detached) point forecast.
+    """Conditional INN over 24 h: of the target given the covariates (AutoPQ, ``with_point=False``)
+    or of the residual given the covariates and the (detached) point forecast (the earlier variant).
 
-    ``scale`` (per horizon hour, fixed) divides the residual first so that the flow sees values of
+    ``scale`` (per horizon hour, fixed) divides the input first so that the flow sees values of
     order one from the start; ``head`` adds a conditional elementwise affine and a linear mix before
     the coupling blocks (``head=False``: couplings only, the earlier design)."""
 
     def __init__(self, n_feat: int, blocks: int, hidden: int, scale: torch.Tensor | float = 1.0,
-                 head: bool = True) -> None:
+                 head: bool = True, with_point: bool = True) -> None:
         super().__init__()
+        self.with_point = with_point
         self.register_buffer("scale", torch.as_tensor(scale, dtype=torch.float32).expand(HORIZON).clone())
-        self.cond = nn.Sequential(nn.Linear(n_feat + HORIZON, hidden), nn.ReLU())
+        self.cond = nn.Sequential(nn.Linear(n_feat + HORIZON * with_point, hidden), nn.ReLU())
         head_layers = [ConditionalAffine(HORIZON, hidden), LUMix(HORIZON)] if head else []
         self.blocks = nn.ModuleList(head_layers + [Coupling(HORIZON, hidden, hidden, seed=i)
                                                    for i in range(blocks)])
 
-    def condition(self, x, point):
-        return self.cond(torch.cat([x, point], 1))
+    def condition(self, x, point=None):
+        """The flow's condition: the covariates, and the point forecast when the flow was built
+        ``with_point`` (AutoPQ's flow never sees the point forecast while training)."""
+        return self.cond(torch.cat([x, point], 1) if self.with_point else x)
 
     def forward(self, y, c):
         """y (..., N, 24) ↦ latent z and log|det ∂z/∂y| (..., N); c (N, hidden)."""
@@ -192,6 +196,16 @@ class CINN(nn.Module):
         return (0.5 * z.pow(2).sum(-1) - logdet).mean() / HORIZON + 0.5 * math.log(2 * math.pi)
 
 
+def latent_neighbourhood(z0: torch.Tensor, noise: torch.Tensor, spread: float,
+                         relative: bool) -> torch.Tensor:
+    """Latent samples (S, N, H) around the centres ``z0`` (N, H) from standard normal ``noise``.
+
+    ``relative``: z = z0 · (1 + spread·ε), the authors' sampling (a normal of mean 1 and std
+    ``spread`` times the point forecast's latent, so the spread scales with |z0|); otherwise
+    z = z0 + spread·ε. Both have mean z0: the samples centre on the point forecast's latent."""
+    return z0 * (1 + spread * noise) if relative else z0 + spread * noise
+
+
 def residual_scale(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3) -> torch.Tensor:
     """Per-horizon std of a ridge regression's residual on the training windows: the size of the
     errors a point forecaster leaves, known before training, to normalise the cINN's input."""
@@ -201,12 +215,36 @@ def residual_scale(x: torch.Tensor, y: torch.Tensor, ridge: float = 1e-3) -> tor
     return (y.double() - xb @ coef).std(0).float().clamp_min(1e-6)
 
 
-class LoadModel(nn.Module):
-    """Both parts in one module, so that one training loop (the method's) trains and meters both."""
+class QuantileWidths(nn.Module):
+    """Quantile regression around a median net: the gaps between neighbouring quantile levels are
+    softplus outputs of a small net of the features, summed outwards from the median, so that the
+    quantiles never cross. ``levels`` must be sorted, odd in number, with 0.5 in the middle."""
 
-    def __init__(self, point: nn.Module, cinn: nn.Module | None) -> None:
+    def __init__(self, n_feat: int, hidden: int, levels: tuple[float, ...]) -> None:
         super().__init__()
-        self.point, self.cinn = point, cinn
+        self.n_side = len(levels) // 2
+        if len(levels) % 2 == 0 or levels[self.n_side] != 0.5:
+            raise ValueError(f"quantile levels {levels} need an odd count with 0.5 in the middle")
+        self.levels = levels
+        self.net = nn.Sequential(nn.Linear(n_feat, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 2 * self.n_side * HORIZON))
+
+    def forward(self, x, median):
+        """Quantiles (L, N, 24) with ``median`` (N, 24) at level 0.5."""
+        gaps = F.softplus(self.net(x)).view(len(x), 2, self.n_side, HORIZON) + 1e-4
+        below = median[:, None] - gaps[:, 0].cumsum(1)                 # levels just below 0.5 first
+        above = median[:, None] + gaps[:, 1].cumsum(1)
+        return torch.cat([below.flip(1), median[:, None], above], 1).transpose(0, 1)
+
+
+class LoadModel(nn.Module):
+    """All parts in one module, so that one training loop (the method's) trains and meters them:
+    the point forecaster and either the cINN or the quantile regression's widths (or neither)."""
+
+    def __init__(self, point: nn.Module, cinn: nn.Module | None,
+                 widths: QuantileWidths | None = None) -> None:
+        super().__init__()
+        self.point, self.cinn, self.widths = point, cinn, widths
 
     def forward(self, x):
         return self.point(x)
