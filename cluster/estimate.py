@@ -6,8 +6,13 @@ The forecast has two parts, both fitted on stored ``ok`` rows of the same hardwa
    times the samples the run's budget plans. Similarity levels, closest first: the same
    configuration (any seed, any code version); the same task, preset, model and method with other
    method parameters; the same task, preset and model with another method; the same task, preset
-   and method with another model. A run with none of these is reported as "no basis", never
-   guessed.
+   and method with another model. Where none of the close levels holds, a **workload × method
+   factor model** fitted on the same hardware class gives the seconds per sample:
+   log(s/sample) = u[workload] + v[method], a workload being task, preset and task parameters.
+   It predicts a pair only where the data identify it: the workload and the method are connected
+   in the graph whose edges are the stored (workload, method) pairs, as in a grid campaign (each
+   method ran on several workloads, each workload with several methods). A run with no level and
+   no identified pair is reported as "no basis", never guessed.
 2. **Joules** from the energy-scaling seed's shape, energy = a · device-hours (train), where ``a``
    (J per device-hour) may depend on samples and updates per device-hour. Both a constant ``a``
    and ``a`` linear in those two rates are fitted; the one with the smaller leave-one-cell-out
@@ -39,6 +44,8 @@ LEVELS = (("same configuration", CONFIG),
           ("other budget", ["task", "preset", "model", "method", "method_params", "task_params", "world_size"]),
           ("other method parameters", ["task", "preset", "model", "method", "task_params", "world_size"]))
 """Similarity levels a forecast is made from, closest first."""
+FACTORS = "workload × method factors"
+"""The basis label of a forecast from the factor model (``CostFactors``)."""
 GUESSES = (("other method", ["task", "preset", "model", "task_params"]),
            ("other model", ["task", "preset", "method"]))
 """Looser levels that are *not* a basis: on the demo campaign, seconds per sample moved by 40 % to
@@ -79,6 +86,63 @@ class EnergyModel:
         c0, c1, c2 = self.coef
         return (f"energy = a · device-hours, a = {c0:,.0f} + {c1:.4g}·samples/dh + {c2:.4g}·updates/dh "
                 "J per device-hour")
+
+
+class CostFactors:
+    """log(train seconds per sample) = u[workload] + v[method], least squares over stored cells.
+
+    The fit is unique only up to shifting u and v against each other within each connected
+    component of the workload–method graph; a prediction u[w] + v[m] is unique exactly when w and
+    m lie in one component, so only those pairs are predicted (the minimum-norm solution gives it).
+    """
+
+    def __init__(self, rows: pd.DataFrame) -> None:
+        trained = rows[rows["samples"] > 0]
+        cells = (trained.assign(_w=workload_names(trained),
+                                _y=np.log(trained["train_s"] / trained["samples"]))
+                 .groupby(["_w", "method"])["_y"].median())
+        self.pairs = len(cells)
+        self.workloads = sorted({w for w, _ in cells.index})
+        self.methods = sorted({m for _, m in cells.index})
+        self.component = _components(list(cells.index))
+        self.effect: dict[str, float] = {}
+        if not len(cells):
+            return
+        names = [f"w:{w}" for w in self.workloads] + [f"m:{m}" for m in self.methods]
+        col = {n: i for i, n in enumerate(names)}
+        x = np.zeros((len(cells), len(names)))
+        for i, (w, m) in enumerate(cells.index):
+            x[i, col[f"w:{w}"]] = x[i, col[f"m:{m}"]] = 1.0
+        coef, *_ = np.linalg.lstsq(x, cells.to_numpy(dtype=float), rcond=None)
+        self.effect = dict(zip(names, coef))
+
+    def seconds_per_sample(self, workload: str, method: str) -> float | None:
+        """exp(u[workload] + v[method]) where the pair is identified, else None."""
+        w, m = f"w:{workload}", f"m:{method}"
+        if w not in self.component or m not in self.component or self.component[w] != self.component[m]:
+            return None
+        return float(np.exp(self.effect[w] + self.effect[m]))
+
+
+def workload_names(rows: pd.DataFrame) -> list[str]:
+    """A workload for the factor model: task, preset and task parameters (the data and the model)."""
+    return [f"{t}/{p} {tp}" for t, p, tp in zip(rows["task"], rows["preset"], rows["task_params"])]
+
+
+def _components(pairs: list[tuple[str, str]]) -> dict[str, int]:
+    """Connected components of the bipartite workload–method graph (node → component id)."""
+    parent: dict[str, str] = {}
+
+    def root(n: str) -> str:
+        while parent.setdefault(n, n) != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for w, m in pairs:
+        parent[root(f"w:{w}")] = root(f"m:{m}")
+    roots = sorted({root(n) for n in parent})
+    return {n: roots.index(root(n)) for n in parent}
 
 
 # -- history ----------------------------------------------------------------------------------------
@@ -138,9 +202,10 @@ def planned_samples(target: dict[str, Any], rows: pd.DataFrame) -> float | None:
     return None
 
 
-def forecast_time(target: dict[str, Any], rows: pd.DataFrame, levels=LEVELS
-                  ) -> tuple[str | None, float | None, pd.DataFrame]:
-    """(basis level, train seconds, basis rows) for one planned run."""
+def forecast_time(target: dict[str, Any], rows: pd.DataFrame, levels=LEVELS,
+                  factors: CostFactors | None = None) -> tuple[str | None, float | None, pd.DataFrame]:
+    """(basis level, train seconds, basis rows) for one planned run: the closest level, else the
+    factor model where it identifies the run's workload and method (basis rows: the workload's)."""
     for level, columns in levels:
         basis = _same(rows, target, columns)
         if not len(basis):
@@ -155,7 +220,23 @@ def forecast_time(target: dict[str, Any], rows: pd.DataFrame, levels=LEVELS
             return level, float(basis["train_s"].median()), basis  # a fixed model: nothing to scale
         per_sample = (trained["train_s"] / trained["samples"]).median()
         return level, float(per_sample * samples), basis
+    if factors is not None:
+        return _from_factors(target, rows, factors)
     return None, None, rows.iloc[0:0]
+
+
+def _from_factors(target: dict[str, Any], rows: pd.DataFrame, factors: CostFactors
+                  ) -> tuple[str | None, float | None, pd.DataFrame]:
+    workload = _same(rows, target, ["task", "preset", "task_params"])
+    per_sample = factors.seconds_per_sample(workload_names(pd.DataFrame([target]))[0], target["method"])
+    samples = planned_samples(target, rows)
+    if per_sample is None or not len(workload):
+        return None, None, rows.iloc[0:0]
+    if target.get("budget_seconds"):
+        return FACTORS, float(target["budget_seconds"]), workload
+    if samples is None:
+        return None, None, rows.iloc[0:0]
+    return FACTORS, float(per_sample * samples), workload
 
 
 def fit_energy(rows: pd.DataFrame, linear: bool) -> EnergyModel:
@@ -169,8 +250,8 @@ def fit_energy(rows: pd.DataFrame, linear: bool) -> EnergyModel:
 
 
 def forecast(target: dict[str, Any], rows: pd.DataFrame, model: EnergyModel, label: str,
-             g_per_kwh: float, levels=LEVELS) -> Forecast:
-    level, train_s, basis = forecast_time(target, rows, levels)
+             g_per_kwh: float, levels=LEVELS, factors: CostFactors | None = None) -> Forecast:
+    level, train_s, basis = forecast_time(target, rows, levels, factors)
     if level is None:
         return Forecast(label, None)
     dh = target.get("world_size", 1) * train_s / 3600.0
@@ -198,7 +279,7 @@ def loco_errors(rows: pd.DataFrame, linear: bool) -> pd.DataFrame:
         model = fit_energy(rest, linear)
         first = cell.iloc[0]
         target = {c: (None if pd.isna(first[c]) else first[c]) for c in CONFIG}
-        f = forecast(target, rest, model, "", 0.0)
+        f = forecast(target, rest, model, "", 0.0, factors=CostFactors(rest))
         guess = forecast(target, rest, model, "", 0.0, GUESSES) if f.basis is None else None
         guess = guess if guess is not None and guess.basis else None
         actual_s, actual_j = float(cell["train_s"].median()), float(cell["train_energy_j"].median())
@@ -244,7 +325,9 @@ def plan_forecasts(specs: list[ResolvedSpec], store, g_per_kwh: float) -> tuple[
     if rows.empty:
         return [Forecast(_label(s), None) for s in specs], hw, "no stored runs of this hardware class"
     model, _ = choose_energy_model(rows)
-    return [forecast(spec_features(s), rows, model, _label(s), g_per_kwh) for s in specs], hw, model.describe()
+    factors = CostFactors(rows)
+    return ([forecast(spec_features(s), rows, model, _label(s), g_per_kwh, factors=factors) for s in specs],
+            hw, f"{model.describe()}; time: closest stored level, else {FACTORS} ({factors.pairs} pairs)")
 
 
 def _label(spec: ResolvedSpec) -> str:
@@ -282,7 +365,7 @@ def format_validation(rows: pd.DataFrame) -> str:
              "|---|---|---|---|---|---|---|---|"]
     for _, e in errors.iterrows():
         if e["basis"] == "no basis":
-            hint = "" if e["guess"] is None else f" ({e['guess']} would miss by {e['guess_err_s']:.0%})"
+            hint = "" if pd.isna(e["guess"]) else f" ({e['guess']} would miss by {e['guess_err_s']:.0%})"
             lines.append(f"| {e['cell']} | no basis{hint} | {e['actual_s']:,.1f} | – | – | "
                          f"{e['actual_j']:,.0f} | – | – |")
         else:
@@ -293,8 +376,13 @@ def format_validation(rows: pd.DataFrame) -> str:
         lines.append(f"median absolute error: train seconds {scored['err_s'].median():.1%}, joules "
                      f"{pd.to_numeric(scored['err_j']).median():.1%} over {len(scored)} cells with a basis; "
                      f"{len(errors) - len(scored)} cells had no basis")
+        for basis, group in scored.groupby("basis"):
+            lines.append(f"  {basis}: {len(group)} cells, median error train seconds "
+                         f"{group['err_s'].median():.1%}")
     else:
         lines.append("no cell had a basis once left out")
+    lines.append(f"coverage: {len(scored)} of {len(errors)} cells got a forecast, "
+                 f"{len(errors) - len(scored)} no basis")
     guessed = pd.to_numeric(errors["guess_err_s"], errors="coerce").dropna()
     if len(guessed):
         lines.append(f"not used as a basis: the nearest looser level would have missed train seconds by "

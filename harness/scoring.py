@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from joulebench.harness.cells import annotate
+from joulebench.harness.params import SpecError
 from joulebench.harness.suite import Suite, Workload
 
 INF = math.inf
@@ -237,10 +238,27 @@ def format_scores(suite: Suite, results: list[Scores], trials: pd.DataFrame) -> 
              if r.reached < r.run]
     want = {w.name: len(suite.seeds_of(w)) for w in suite.workloads}
     short += [f"{e} on {w}: {r.run} of {want[w]} seeds stored" for (w, e), r in seeds.iterrows() if r.run < want[w]]
+    short += absent_lines(suite, trials)
     head = (f"suite {suite.label}: score = area under the performance profile up to tau_max "
             f"{suite.scoring.tau_max:g}, normalised (1 = best on every workload); cost = median over seeds "
             "of train energy/seconds until the validation target")
     return "\n".join([head] + lines + ([""] + short if short else []))
+
+
+def absent_lines(suite: Suite, trials: pd.DataFrame) -> list[str]:
+    """Why an entry has no run on a workload: its method cannot train it (the registry's reason),
+    or nothing is stored yet. Either way the workload counts as not reached."""
+    lines = []
+    for entry, g in trials.groupby("entry"):
+        try:
+            reasons = suite.cannot_train(g["method"].iloc[0])
+        except SpecError:  # rows of a method this process has no plugin for
+            reasons = {}
+        for w in suite.workloads:
+            if w.name not in set(g["workload"]):
+                why = reasons.get(w.name, "no run stored")
+                lines.append(f"{entry} on {w.name}: {why} (not reached)")
+    return lines
 
 
 def plot_profiles(results: list[Scores], out_stem: Path) -> list[Path]:

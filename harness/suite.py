@@ -98,6 +98,22 @@ class Suite(BaseModel):
                     "campaign": f"suite:{self.label}"})))
         return out
 
+    def cannot_train(self, method: str) -> dict[str, str]:
+        """Workloads this method cannot train (workload name → the registry's reason): they are not
+        run, and the score counts them as not reached and says why."""
+        from joulebench.harness.params import resolve_params
+        from joulebench.harness.registry import registry
+
+        reg = registry()
+        out = {}
+        for w in self.workloads:
+            task = reg.task_info(w.task)
+            hp = resolve_params(f"task {w.task!r}", task.params, task.presets[w.preset].params, w.task_params)
+            reason = reg.incompatibility(method, w.task, hp)
+            if reason:
+                out[w.name] = f"{method} cannot train {w.task}: {reason}"
+        return out
+
     def check_against_registry(self) -> None:
         """Every task, preset and task parameter must exist (one line naming the first that does not)."""
         from joulebench.harness.params import resolve_params
@@ -123,15 +139,11 @@ def run_suite(suite: Suite, method: str, results: Path, jobs: int = 1, plugins: 
 
     done = Store(results).stored_keys()
     todo, seen = [], set()
-    skipped: dict[str, str] = {}
+    skipped = suite.cannot_train(method)  # not run there: no credit
     for w, spec in suite.run_specs(method, method_params):
-        try:
-            resolved = resolve(spec)
-        except SpecError as exc:  # a method that cannot train a workload is not run there (no credit)
-            if "cannot train" not in str(exc):
-                raise
-            skipped[w.name] = str(exc)
+        if w.name in skipped:
             continue
+        resolved = resolve(spec)
         if resolved.run_key not in done and resolved.run_key not in seen:
             seen.add(resolved.run_key)
             todo.append(resolved)

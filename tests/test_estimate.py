@@ -9,6 +9,8 @@ import pandas as pd
 import pytest
 
 from joulebench.cluster.estimate import (
+    FACTORS,
+    CostFactors,
     choose_energy_model,
     fit_energy,
     forecast,
@@ -71,6 +73,51 @@ def test_leave_one_cell_out_error_is_printed_and_small_when_time_scales_with_sam
     assert "median absolute error: train seconds" in text and "over 4 cells" in text
     model, candidates = choose_energy_model(rows)
     assert set(candidates) == {"constant", "linear"} and not model.linear or candidates["linear"] < candidates["constant"]
+
+
+def grid_rows(cost: dict[tuple[str, str], float], noise: float = 0.03) -> pd.DataFrame:
+    """Stored rows of a grid campaign: (model, method) → seconds per sample, three seeds each,
+    epochs budgets (1,000 samples per epoch), energy 40 kJ per device-hour."""
+    rows = []
+    for (model, method), per_sample in cost.items():
+        for seed in range(3):
+            samples = 2_000
+            train_s = per_sample * samples * (1 + noise * (seed - 1))
+            rows.append({"task": "ltsf", "preset": "small", "model": model, "method": method,
+                         "method_params": "{}", "task_params": json.dumps({"model": model}),
+                         "budget_steps": np.nan, "budget_epochs": 2.0, "budget_seconds": np.nan,
+                         "world_size": 1, "seed": seed, "samples": samples, "gradient_updates": 60,
+                         "epochs": 2.0, "train_s": train_s, "wall_s": train_s + 1.0,
+                         "train_energy_j": 40_000 * train_s / 3600, "train_dh": train_s / 3600})
+    return pd.DataFrame(rows)
+
+
+def test_factor_model_predicts_a_pair_through_the_grid_by_hand():
+    # mlp ran with backprop and f3, dlinear with f3 only: dlinear/backprop = 4e-3 * 1e-3 / 2e-3
+    rows = grid_rows({("mlp", "backprop"): 1e-3, ("mlp", "f3"): 2e-3, ("dlinear", "f3"): 4e-3}, noise=0)
+    factors = CostFactors(rows)
+    dlinear = '{"model": "dlinear"}'
+    assert factors.seconds_per_sample(f"ltsf/small {dlinear}", "backprop") == pytest.approx(2e-3)
+    assert factors.seconds_per_sample(f"ltsf/small {dlinear}", "dfa") is None  # never ran: not identified
+    f = forecast(target(preset="small", model="dlinear", task_params=dlinear, budget_steps=None, budget_epochs=3.0),
+                 rows, fit_energy(rows, False), "x", 0.0, factors=factors)
+    assert f.basis == FACTORS and f.train_s == pytest.approx(2e-3 * 3_000)
+    assert forecast(target(preset="small", model="dlinear", task_params=dlinear, method="dfa"), rows,
+                    fit_energy(rows, False), "x", 0.0, factors=factors).basis is None
+
+
+def test_factor_model_covers_a_grid_left_one_cell_out_and_says_no_basis_off_it():
+    models = {"mlp": 1e-3, "dlinear": 1.5e-3, "transformer": 8e-3}
+    methods = {"backprop": 1.0, "f3": 0.8, "forward_gradient": 5.0}
+    cost = {(m, k): a * b for m, a in models.items() for k, b in methods.items()}
+    cost[("mlp", "dfa")] = 0.7e-3  # a method that ran on one workload only
+    rows = grid_rows(cost)
+    errors = loco_errors(rows, linear=False)
+    grid = errors[~errors["cell"].str.endswith("/dfa")]
+    assert (grid["basis"] == FACTORS).all() and grid["err_s"].max() < 0.05
+    assert errors.loc[errors["cell"].str.endswith("/dfa"), "basis"].tolist() == ["no basis"]
+    text = format_validation(rows)
+    assert "coverage: 9 of 10 cells got a forecast, 1 no basis" in text and f"{FACTORS}: 9 cells" in text
 
 
 @pytest.mark.parametrize("text, joules", [("500kJ", 5e5), ("2 MJ", 2e6), ("0.5kWh", 1.8e6), ("800J", 800.0)])

@@ -170,3 +170,17 @@ def test_suite_tab_shows_profiles_scores_and_cells(suite_store: Path, monkeypatc
     scores = [f for f in frames if "energy score" in f.columns]
     assert scores and scores[0].index[0] == "backprop"
     assert any("energy_to_target_j" in f.columns and len(f) == 6 for f in frames)
+
+
+def test_the_score_says_why_an_entry_has_no_run_on_a_workload(results: Path):
+    suite = load_suite("cpu-v1")
+    store = Store(results)
+    ltsf = suite.workloads[0]
+    for seed in (0, 1, 2):
+        stored_run(store, f"g{seed}", "forward_gradient", seed, ltsf, [ltsf.target * 0.9], 1.0)
+    trials, scores = score_suite(store, suite)
+    text = format_scores(suite, scores, trials)
+    assert ("forward_gradient on pet-petnet: forward_gradient cannot train pet: pet does not provide "
+            "functional (not reached)") in text
+    assert "forward_gradient on load-mlp: no run stored (not reached)" in text
+    assert "forward_gradient on ltsf-mlp" not in text

@@ -39,6 +39,14 @@ def test_shipped_suites_resolve_against_the_registry():
     assert {w.preset for w in gpu.workloads} == {"full"} and not gpu.run_in_ci
 
 
+def test_workloads_a_method_cannot_train_are_named_with_the_reason():
+    cpu = load_suite("cpu-v1")
+    assert cpu.cannot_train("backprop") == {}
+    assert set(cpu.cannot_train("f3")) == {"load-mlp", "pet-petnet", "era5-afno"}
+    assert cpu.cannot_train("forward_gradient") == {
+        "pet-petnet": "forward_gradient cannot train pet: pet does not provide functional"}
+
+
 def test_run_specs_carry_the_workload_and_the_suite_label(tmp_path):
     suite = load_suite(write(tmp_path, GOOD.replace("version = 1", "version = 1\nseeds = [3, 4]")))
     specs = suite.run_specs("backprop")
