@@ -34,14 +34,20 @@ QUALIFY row_number() OVER (PARTITION BY run_key ORDER BY status IS NOT DISTINCT 
                            started_at DESC NULLS LAST, finished_at DESC NULLS LAST) = 1
 """
 
-CURVES_VIEW = f"""
-CREATE OR REPLACE VIEW curves AS
+def curve_points(curves: str, runs: str) -> str:
+    """The points of the attempt ``runs`` shows, once per (run_key, attempt, split, step): the
+    ``curves`` view is this over ``curves_all`` and ``runs``; the leaderboard app asks it of the
+    curves of a few runs and its own copy of the runs."""
+    return f"""
 WITH points AS (
-    SELECT *, {CURVE_ATTEMPT} AS _attempt FROM curves_all
+    SELECT *, {CURVE_ATTEMPT} AS _attempt FROM {curves}
     QUALIFY row_number() OVER (PARTITION BY run_key, {CURVE_ATTEMPT}, split, step) = 1)
-SELECT p.* EXCLUDE (_attempt) FROM points p JOIN runs r ON p.run_key = r.run_key
+SELECT p.* EXCLUDE (_attempt) FROM points p JOIN {runs} r ON p.run_key = r.run_key
  AND (p.attempt_id = r.attempt_id OR (p.attempt_id IS NULL AND p.run_started_at = r.started_at))
 """
+
+
+CURVES_VIEW = "CREATE OR REPLACE VIEW curves AS" + curve_points("curves_all", "runs")
 
 CELL = "coalesce(cell_key, 'v1:' || concat_ws('|', task, preset, method, model, method_params, task_params))"
 """A row's cell: its ``cell_key`` (the experiment minus the seed); v1 rows by their configuration."""
