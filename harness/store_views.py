@@ -8,7 +8,8 @@
   ``attempts`` and ``failed_attempts`` count the key's attempts.
 * ``curves``: the points of the attempt ``runs`` shows, once per (run_key, attempt, split, step).
 * ``leaderboard``: one row per cell (``cell_key``: the experiment minus the seed; v1 rows fall back
-  to task, preset, method, model and parameters and say ``key_scheme = 'v1'``).
+  to task, preset, method, model and parameters and say ``key_scheme = 'v1'``), from
+  ``cells_query``, which the leaderboard app asks of its own copy of the rows.
 """
 
 from __future__ import annotations
@@ -33,51 +34,77 @@ QUALIFY row_number() OVER (PARTITION BY run_key ORDER BY status IS NOT DISTINCT 
                            started_at DESC NULLS LAST, finished_at DESC NULLS LAST) = 1
 """
 
-CURVES_VIEW = f"""
-CREATE OR REPLACE VIEW curves AS
+def curve_points(curves: str, runs: str) -> str:
+    """The points of the attempt ``runs`` shows, once per (run_key, attempt, split, step): the
+    ``curves`` view is this over ``curves_all`` and ``runs``; the leaderboard app asks it of the
+    curves of a few runs and its own copy of the runs."""
+    return f"""
 WITH points AS (
-    SELECT *, {CURVE_ATTEMPT} AS _attempt FROM curves_all
+    SELECT *, {CURVE_ATTEMPT} AS _attempt FROM {curves}
     QUALIFY row_number() OVER (PARTITION BY run_key, {CURVE_ATTEMPT}, split, step) = 1)
-SELECT p.* EXCLUDE (_attempt) FROM points p JOIN runs r ON p.run_key = r.run_key
+SELECT p.* EXCLUDE (_attempt) FROM points p JOIN {runs} r ON p.run_key = r.run_key
  AND (p.attempt_id = r.attempt_id OR (p.attempt_id IS NULL AND p.run_started_at = r.started_at))
 """
 
-LEADERBOARD_VIEW = """
-CREATE OR REPLACE VIEW leaderboard AS
+
+CURVES_VIEW = "CREATE OR REPLACE VIEW curves AS" + curve_points("curves_all", "runs")
+
+CELL = "coalesce(cell_key, 'v1:' || concat_ws('|', task, preset, method, model, method_params, task_params))"
+"""A row's cell: its ``cell_key`` (the experiment minus the seed); v1 rows by their configuration."""
+
+
+def cells_query(source: str, split: tuple[str, ...] = ()) -> str:
+    """One row per cell of ``source`` (and per value of the ``split`` columns): the medians over
+    the rows whose ``chosen`` column is true, the failed attempts of every row, and
+    ``is_latest_code`` (the cell carries the code of its lineage's newest cell).
+
+    The one definition of a cell: the ``leaderboard`` view is this over the ``runs`` view; the
+    leaderboard app asks it of its own incrementally read copy of the same rows, split by energy
+    kind (estimated and measured joules never share a median). ``source`` is a relation with the
+    ``runs`` view's columns plus ``chosen``."""
+    by = "".join(f", {c}" for c in split)
+    return f"""
 WITH base AS (
-    SELECT *, coalesce(cell_key, 'v1:' || concat_ws('|', task, preset, method, model, method_params,
-                                                   task_params)) AS cell,
-           CASE WHEN cell_key IS NULL THEN 'v1' ELSE coalesce(key_scheme, 'v2') END AS scheme
-    FROM runs WHERE parent_key IS NULL),
+    SELECT *, {CELL} AS cell, CASE WHEN cell_key IS NULL THEN 'v1' ELSE coalesce(key_scheme, 'v2') END AS scheme
+    FROM {source}),
 cells AS (
-    SELECT cell AS cell_key, any_value(task) AS task, any_value(preset) AS preset,
+    SELECT cell AS cell_key{by}, any_value(task) AS task, any_value(preset) AS preset,
            any_value(method) AS method, any_value(model) AS model,
            any_value(method_params) AS method_params, any_value(task_params) AS task_params,
            any_value(scheme) AS key_scheme, any_value(lineage_key) AS lineage_key,
-           any_value(code_hash) AS code_hash, any_value(hardware_class) AS hardware_class,
+           arg_max(code_hash, finished_at) AS code_hash,
+           any_value(coalesce(nullif(hardware_class, ''), nullif(gpu_model, ''), nullif(cpu_model, ''), device))
+               AS hardware_class,
            any_value(budget_steps) AS budget_steps, any_value(budget_epochs) AS budget_epochs,
            any_value(budget_seconds) AS budget_seconds,
            any_value(primary_metric) AS primary_metric,
-           any_value(higher_is_better) AS higher_is_better,
-           count(*) FILTER (WHERE status = 'ok') AS seeds,
-           sum(failed_attempts) AS failed_attempts,
-           median(primary_value) FILTER (WHERE status = 'ok') AS primary_median,
-           quantile_cont(primary_value, 0.25) FILTER (WHERE status = 'ok') AS primary_q25,
-           quantile_cont(primary_value, 0.75) FILTER (WHERE status = 'ok') AS primary_q75,
-           median(train_energy_j) FILTER (WHERE status = 'ok') AS train_energy_j,
-           string_agg(DISTINCT energy_source, ' | ') FILTER (WHERE status = 'ok') AS energy_source,
-           bool_or(energy_estimated) FILTER (WHERE status = 'ok') AS energy_estimated,
-           median(train_s) FILTER (WHERE status = 'ok') AS train_s,
-           median(co2_g) FILTER (WHERE status = 'ok') AS co2_g,
-           median(device_hours) FILTER (WHERE status = 'ok') AS device_hours,
-           median(train_energy_j / nullif(samples, 0)) FILTER (WHERE status = 'ok') AS joules_per_sample,
-           median(time_to_target_s) FILTER (WHERE status = 'ok') AS time_to_target_s,
-           median(energy_to_target_j) FILTER (WHERE status = 'ok') AS energy_to_target_j,
+           any_value(higher_is_better) AS higher_is_better, any_value(target) AS target,
+           count(*) FILTER (WHERE chosen) AS runs,
+           count(DISTINCT seed) FILTER (WHERE chosen) AS seeds,
+           coalesce(sum(failed_attempts), 0) AS failed_attempts,
+           median(primary_value) FILTER (WHERE chosen) AS primary_median,
+           quantile_cont(primary_value, 0.25) FILTER (WHERE chosen) AS primary_q25,
+           quantile_cont(primary_value, 0.75) FILTER (WHERE chosen) AS primary_q75,
+           median(train_energy_j) FILTER (WHERE chosen) AS train_energy_j,
+           string_agg(DISTINCT energy_source, ' | ') FILTER (WHERE chosen) AS energy_source,
+           bool_or(energy_estimated) FILTER (WHERE chosen) AS energy_estimated,
+           median(train_s) FILTER (WHERE chosen) AS train_s,
+           median(co2_g) FILTER (WHERE chosen) AS co2_g,
+           median(device_hours) FILTER (WHERE chosen) AS device_hours,
+           median(train_energy_j / nullif(samples, 0)) FILTER (WHERE chosen) AS joules_per_sample,
+           avg(CASE WHEN reached_target THEN 1.0 WHEN reached_target IS NOT NULL THEN 0.0 END)
+               FILTER (WHERE chosen) AS reached,
+           median(time_to_target_s) FILTER (WHERE chosen) AS time_to_target_s,
+           median(energy_to_target_j) FILTER (WHERE chosen) AS energy_to_target_j,
            max(finished_at) AS last_finished_at
-    FROM base GROUP BY cell HAVING count(*) FILTER (WHERE status = 'ok') > 0)
+    FROM base GROUP BY cell{by} HAVING count(*) FILTER (WHERE chosen) > 0)
 SELECT *, lineage_key IS NULL OR code_hash IS NOT DISTINCT FROM
-          arg_max(code_hash, last_finished_at) OVER (PARTITION BY lineage_key) AS is_latest_code
+          arg_max(code_hash, last_finished_at) OVER (PARTITION BY lineage_key{by}) AS is_latest_code
 FROM cells
 """
+
+
+LEADERBOARD_VIEW = "CREATE OR REPLACE VIEW leaderboard AS" + cells_query(
+    "(SELECT *, status = 'ok' AS chosen FROM runs WHERE parent_key IS NULL)")
 
 VIEWS = (ATTEMPTS_VIEW, RUNS_VIEW, CURVES_VIEW, LEADERBOARD_VIEW)

@@ -24,13 +24,20 @@ def method_defaults(method: str, task: str | None, preset: str | None) -> dict[s
     """The method's declared defaults as the task's preset overrides them for this method."""
     from joulebench.harness.registry import registry
 
-    reg = registry()  # declarations only (the manifest): a summary line must not import torch
-    declared = reg.methods.infos.get(method)
+    reg = registry()
+    declared = declaration(reg.methods, method)
     defaults = {k: p.default for k, p in declared.params.items()} if declared else {}
-    task_info = reg.tasks.infos.get(task or "")
+    task_info = declaration(reg.tasks, task or "")
     if task_info is not None and preset in task_info.presets:
         defaults.update(task_info.presets[preset].method_defaults.get(method) or {})
     return defaults
+
+
+def declaration(table, name: str):
+    """A plugin's declarations (params, presets) without importing it: the manifest's entry, else
+    a class loaded from a file. The leaderboard labels cells with these; importing the methods
+    would cost a new server process torch's import before its first page."""
+    return table.infos.get(name) or table.loaded.get(name)
 
 
 @lru_cache(maxsize=4096)
@@ -38,7 +45,7 @@ def task_defaults(task: str | None, preset: str | None) -> dict[str, Any] | None
     """The task's declared defaults as its preset sets them (None: the task is not registered)."""
     from joulebench.harness.registry import registry
 
-    declared = registry().tasks.infos.get(task or "")
+    declared = declaration(registry().tasks, task or "")
     if declared is None:
         return None
     defaults = {k: p.default for k, p in declared.params.items()}

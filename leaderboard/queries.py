@@ -1,4 +1,4 @@
-"""The leaderboard's questions, asked of the store's DuckDB views with bound parameters only.
+"""The leaderboard's questions, asked of the store's rows with bound parameters only.
 
 Which method reaches this quality for the fewest joules, and what does each point of accuracy
 cost? Rankings aggregate seeds (median and quartiles, never one run as a fact), the Pareto front
@@ -6,16 +6,17 @@ is quality against training energy, and every energy figure keeps its source: es
 measured energy are grouped, ranked against a baseline and put on a front separately, so an
 estimate is never silently compared with a measurement.
 
-Speed at a million runs: the heavy work (the de-duplicated run table and the per-cell medians) is
-done once per snapshot of the store, and the cells are kept on disk under the cache root keyed by
-the store's run files, so a new server process over an unchanged (compacted) store starts from
-them. Filter changes within the default scope (status ok, no search trials, any hardware,
-campaign and date) filter those cells; other scopes aggregate the run table again.
+A cell is what the store's ``leaderboard`` view calls one (``store_views.cells_query``, asked of
+the board's copy of the rows, split by energy kind). Speed at a million runs: the cells, the
+overview and the filters' choices are computed once per state of the store and persisted beside
+it (``snapshot``), so a new server process draws its first page from them without reading a run;
+filter changes within the default scope (status ok, no search trials, any hardware, campaign and
+date) pick among those cells. The copy of the rows (``rows.RunCopy``) is read when a view needs
+runs, and a refresh then reads only new files and re-aggregates only the cells they touch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import threading
 import time
@@ -23,71 +24,29 @@ from dataclasses import dataclass, field, replace
 from datetime import date
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 
-from joulebench.harness.cache import cache_root
-from joulebench.harness.store import Store
+from joulebench.harness.store import READ_TRIES, Store
+from joulebench.harness.store_views import cells_query, curve_points
 from joulebench.harness.summary import key_params
+from joulebench.leaderboard import snapshot
+from joulebench.leaderboard.rows import RunCopy, digest, listing
 
 BASELINE = "backprop"
 FILTER_COLUMNS = ("task", "preset", "method", "hardware", "campaign", "status")
-CELLS_VERSION = "cells-v1"
-"""Bump when CELLS changes: the cached cells of older versions are then ignored."""
-
-OPTIONAL_COLUMNS = {"cell_key": "VARCHAR", "lineage_key": "VARCHAR", "code_hash": "VARCHAR",
-                    "hardware_class": "VARCHAR", "key_scheme": "VARCHAR", "attempt_id": "VARCHAR"}
-"""Schema-v2 columns a store of v1 files lacks: read as NULL there."""
-
-SNAPSHOT = """
-CREATE OR REPLACE TEMP TABLE board_runs AS
-WITH attempts AS (
-    SELECT run_key, count(*) FILTER (WHERE status <> 'ok') AS failed_attempts FROM runs_all GROUP BY run_key
-), base AS (
-    SELECT r.*, {optional}
-           coalesce(nullif(gpu_model, ''), nullif(cpu_model, ''), device) AS hardware,
-           coalesce(energy_estimated, true) AS estimated,
-           coalesce(concat_ws(' + ', budget_steps || ' steps', budget_epochs || ' epochs',
-                              budget_seconds || ' s'), '') AS budget
-    FROM runs r
-)
-SELECT b.*, a.failed_attempts,
-       coalesce(nullif(b.hw_class, ''), b.hardware, '') AS hardware_shown,
-       coalesce(b.cell_id, md5(concat_ws('|', task, preset, method, model, method_params, task_params,
-                                         budget))) AS cell
-FROM base b LEFT JOIN attempts a USING (run_key)
-"""
-"""The de-duplicated runs, materialised once per snapshot (``hardware``: the GPU if any, else
-the CPU; a row that does not say whether its energy was measured counts as estimated;
-``failed_attempts``: every stored attempt of the run key that did not end ok)."""
-
-CELLS = """
-SELECT task, preset, method, model, method_params, task_params, estimated, cell, budget,
-       hardware_shown AS hardware_class,
-       any_value(key_scheme) AS key_scheme, coalesce(any_value(lineage), cell) AS lineage,
-       arg_max(code_hash, finished_at) AS code_hash, max(finished_at) AS last_finished,
-       any_value(primary_metric) AS metric, any_value(higher_is_better) AS higher_is_better,
-       any_value(target) AS target,
-       count(*) FILTER (WHERE chosen) AS runs, count(DISTINCT seed) FILTER (WHERE chosen) AS seeds,
-       coalesce(sum(failed_attempts), 0) AS failed,
-       median(primary_value) FILTER (WHERE chosen) AS quality,
-       quantile_cont(primary_value, 0.25) FILTER (WHERE chosen) AS quality_q25,
-       quantile_cont(primary_value, 0.75) FILTER (WHERE chosen) AS quality_q75,
-       median(train_energy_j) FILTER (WHERE chosen) AS train_j,
-       string_agg(DISTINCT energy_source, ' | ') FILTER (WHERE chosen) AS energy_source,
-       median(train_s) FILTER (WHERE chosen) AS train_s, median(co2_g) FILTER (WHERE chosen) AS co2_g,
-       median(device_hours) FILTER (WHERE chosen) AS device_hours,
-       median(train_energy_j / nullif(samples, 0)) FILTER (WHERE chosen) AS j_per_sample,
-       avg(CASE WHEN reached_target THEN 1.0 WHEN reached_target IS NOT NULL THEN 0.0 END)
-           FILTER (WHERE chosen) AS reached,
-       median(time_to_target_s) FILTER (WHERE chosen) AS time_to_target_s,
-       median(energy_to_target_j) FILTER (WHERE chosen) AS energy_to_target_j
-FROM (SELECT *, {chosen} AS chosen FROM board_runs {where})
-GROUP BY task, preset, method, model, method_params, task_params, estimated, cell, budget, hardware_shown
-HAVING count(*) FILTER (WHERE chosen) > 0
-"""
-"""One row per leaderboard cell (the experiment minus its seed) and energy kind: medians over the
-runs of the chosen statuses, and the count of failed attempts of the cell's run keys."""
+CELL_COLUMNS = """
+SELECT cell_key AS cell, estimated, task, preset, method, model, method_params, task_params, key_scheme,
+       coalesce(lineage_key, cell_key) AS lineage, code_hash, hardware_class,
+       coalesce(concat_ws(' + ', budget_steps || ' steps', budget_epochs || ' epochs', budget_seconds || ' s'), '')
+           AS budget,
+       primary_metric AS metric, higher_is_better, target, runs, seeds, failed_attempts AS failed,
+       primary_median AS quality, primary_q25 AS quality_q25, primary_q75 AS quality_q75,
+       train_energy_j AS train_j, energy_source, train_s, co2_g, device_hours, joules_per_sample AS j_per_sample,
+       reached, time_to_target_s, energy_to_target_j, last_finished_at AS last_finished, is_latest_code
+FROM ({cells})"""
+"""The store's cells (``cells_query``) under the names the pages use."""
 
 OVERVIEW_FIELDS = ("task", "preset", "estimated", "method", "model", "method_params", "task_params", "metric",
                    "higher_is_better", "target", "quality", "reached", "energy_to_target_j", "train_j", "runs")
@@ -140,20 +99,11 @@ class Filters:
         return (" WHERE " + " AND ".join(clauses)) if clauses else "", values
 
 
-def store_digest(store: Store) -> str:
-    """Names the store's run files as they are now (path, size, mtime): a new or rewritten file
-    changes it, so cached cells never outlive the data they summarise."""
-    h = hashlib.sha256(CELLS_VERSION.encode())
-    for path in store.files("runs"):
-        stat = path.stat()
-        h.update(f"{path}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
-    return h.hexdigest()[:24]
-
-
 @dataclass
 class Board:
-    """The store behind the app: one DuckDB connection, guarded by a lock (Streamlit serves each
-    browser session from its own thread), over a snapshot rebuilt by ``refresh``."""
+    """The store behind the app: the snapshot of its current state (cells, overview, choices),
+    and, once a view needs runs, the copy of its rows, in one DuckDB connection guarded by a lock
+    (Streamlit serves each browser session from its own thread)."""
 
     root: Path
     store: Store = field(init=False)
@@ -161,82 +111,128 @@ class Board:
     def __post_init__(self) -> None:
         self.lock = threading.RLock()
         self.store = Store(Path(self.root))
-        self.con = self.store.connect()
-        self._snapshot()
-
-    # -- snapshot -----------------------------------------------------------------------------
-    def _snapshot(self) -> None:
-        """Load the cells (and the filters' choices) of this state of the store from the cache,
-        or build the run table and aggregate them; the run table itself is built on demand."""
+        self.con = duckdb.connect()
+        self.copy: RunCopy | None = None
+        self._store_con: duckdb.DuckDBPyConnection | None = None
         self.refreshed = time.monotonic()
-        self.runs_ready = False
-        self.digest = store_digest(self.store)
-        cached = self._cache_paths()
-        try:
-            self.cells_all = pd.read_parquet(cached[0])
-            self.choices = json.loads(cached[1].read_text())
-            return
-        except (OSError, ValueError):
-            pass
-        self._build_runs()
-        self.cells_all = mark_latest_code(self.df(CELLS.format(chosen="status = 'ok'",
-                                                               where=" WHERE parent_key IS NULL")))
-        self.choices = {c: self._distinct_runs(c) for c in FILTER_COLUMNS if c != "preset"}
-        self.choices["count"] = int(self.df("SELECT count(*) AS n FROM board_runs")["n"].iloc[0])
-        self.choices["presets"] = self.df("SELECT DISTINCT task, preset FROM board_runs WHERE preset IS NOT NULL "
-                                          "AND preset <> '' ORDER BY 1, 2").values.tolist()
-        self._save_cache(cached)
+        self.listed = listing(self.store)
+        self.key = digest(self.listed, snapshot.VERSION)
+        self.cells_all: pd.DataFrame | None = None
+        persisted = snapshot.load(self.root, self.key)
+        if persisted is None:
+            self._runs_copy()
+            self._aggregate(None)
+        else:
+            self._use(persisted)
 
-    def _cache_paths(self) -> tuple[Path, Path]:
-        base = cache_root("leaderboard") / self.digest
-        return base.with_suffix(".cells.parquet"), base.with_suffix(".choices.json")
+    # -- the snapshot -------------------------------------------------------------------------
+    def _use(self, snap: snapshot.Snapshot) -> None:
+        self.cells_all, self.overview_table, self.choices = snap.cells, snap.overview, snap.choices
 
-    def _save_cache(self, paths: tuple[Path, Path]) -> None:
-        """Best effort: a read-only cache root only costs the next process the aggregation."""
-        try:
-            paths[0].parent.mkdir(parents=True, exist_ok=True)
-            tmp = paths[0].with_name(paths[0].name + ".tmp")
-            self.cells_all.to_parquet(tmp, index=False)
-            tmp.replace(paths[0])
-            tmp = paths[1].with_name(paths[1].name + ".tmp")
-            tmp.write_text(json.dumps(self.choices, default=str))
-            tmp.replace(paths[1])
-        except OSError:
-            pass
-
-    def _build_runs(self) -> None:
+    def _runs_copy(self) -> RunCopy:
+        """The copy of the rows of the listed files (read on first use)."""
         with self.lock:
-            if self.runs_ready:
-                return
-            present = {r[0] for r in self.store.execute("DESCRIBE runs_all", con=self.con).fetchall()}
-            optional = "".join(
-                f"{name if name in present else f'CAST(NULL AS {typ})'} AS {alias}, "
-                for name, typ, alias in (("cell_key", "VARCHAR", "cell_id"), ("lineage_key", "VARCHAR", "lineage"),
-                                         ("hardware_class", "VARCHAR", "hw_class")))
-            missing = [f"CAST(NULL AS {t}) AS {c}" for c, t in OPTIONAL_COLUMNS.items()
-                       if c not in present and c not in ("cell_key", "lineage_key", "hardware_class")]
-            self.store.execute(SNAPSHOT.format(optional=optional + "".join(m + ", " for m in missing)), con=self.con)
-            self.runs_ready = True
+            if self.copy is None:
+                copy = RunCopy(self.con)
+                self._sync(copy)
+                self.copy = copy
+            return self.copy
+
+    def _sync(self, copy: RunCopy) -> set[str]:
+        """Bring the copy to the store's files (listing again when files vanish under a read)."""
+        for attempt in range(READ_TRIES):
+            try:
+                return copy.sync(self.listed)
+            except duckdb.IOException:
+                if attempt == READ_TRIES - 1:
+                    raise
+                self.listed = listing(self.store)
+        raise AssertionError("unreachable")
+
+    def _aggregate(self, cells: set[str] | None) -> None:
+        """Cells of the default scope (``cells``: only those, and their lineages' other cells, are
+        aggregated again; None: all), then the overview and choices; persisted."""
+        with self.lock:
+            if cells is None or self.cells_all is None:
+                self.cells_all = self._cells("status = 'ok'", " WHERE parent_key IS NULL", [])
+            else:
+                self.cells_all = self._update_cells(cells)
+            self.choices = self._choices()
+            self.overview_table = self._overview()
+            if self.listed:  # an empty store is not worth a folder in the results directory
+                snapshot.save(self.root, self.key, snapshot.Snapshot(self.cells_all, self.overview_table,
+                                                                     self.choices))
+
+    def _cells(self, chosen: str, where: str, values: list) -> pd.DataFrame:
+        source = f"(SELECT *, {chosen} AS chosen FROM board_runs {where})"
+        frame = self.df(CELL_COLUMNS.format(cells=cells_query(source, split=("estimated",))), values)
+        return frame.assign(key_params=[key_params(t, p, m, mp, tp, with_model=False) for t, p, m, mp, tp in
+                                        frame[["task", "preset", "method", "method_params", "task_params"]]
+                                        .itertuples(index=False)])
+
+    def _update_cells(self, cells: set[str]) -> pd.DataFrame:
+        """The cells touched by new or vanished files, with every cell of their lineages (whose
+        latest-code mark they may change), aggregated again; the others are kept."""
+        old = self.cells_all
+        if not cells:
+            return old
+        lineages = set(old.loc[old["cell"].isin(cells), "lineage"]) | cells
+        self.con.execute("CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT cell FROM board_runs "
+                         "WHERE cell IN (SELECT unnest(?::VARCHAR[])) OR lineage_key IN (SELECT unnest(?::VARCHAR[]))",
+                         [sorted(cells), sorted(lineages)])
+        fresh = self._cells("status = 'ok'", " WHERE parent_key IS NULL AND cell IN (SELECT cell FROM touched)", [])
+        gone = cells | set(self.df("SELECT cell FROM touched")["cell"])  # a cell left without runs goes too
+        kept = old[~old["cell"].isin(gone)]
+        return pd.concat([kept, fresh], ignore_index=True) if len(kept) else fresh
+
+    def _choices(self) -> dict:
+        choices: dict = {c: self._distinct_runs(c) for c in FILTER_COLUMNS if c != "preset"}
+        choices["count"] = int(self.df("SELECT count(*) AS n FROM board_runs")["n"].iloc[0])
+        choices["presets"] = self.df("SELECT DISTINCT task, preset FROM board_runs WHERE preset IS NOT NULL "
+                                     "AND preset <> '' ORDER BY 1, 2").values.tolist()
+        return choices
 
     def refresh(self, max_age_s: float = 0.0) -> None:
-        """Re-list the store's files (new runs) when the snapshot is older than ``max_age_s``."""
+        """List the store's files when the snapshot is older than ``max_age_s``; when they changed,
+        read only the new ones and aggregate again only the cells they touch."""
         with self.lock:
-            if time.monotonic() - self.refreshed >= max_age_s:
-                if store_digest(self.store) == self.digest:
-                    self.refreshed = time.monotonic()
-                    return
-                self.con = self.store.connect(self.con)
-                self._snapshot()
+            if time.monotonic() - self.refreshed < max_age_s:
+                return
+            self.refreshed = time.monotonic()
+            listed = listing(self.store)
+            key = digest(listed, snapshot.VERSION)
+            if key == self.key:
+                return
+            self.listed, self.key, self._store_con = listed, key, None
+            persisted = snapshot.load(self.root, key) if self.copy is None else None
+            if persisted is not None:  # another server process aggregated this state already
+                self._use(persisted)
+                return
+            if self.copy is None:
+                self._runs_copy()  # reads every listed file, once per process
+                self._aggregate(None)
+            else:
+                self._aggregate(self._sync(self.copy))
+
+    def files_read(self) -> int:
+        """Run files the last refresh (or the first read of the rows) read."""
+        return self.copy.files_read if self.copy is not None else 0
 
     def df(self, sql: str, values: list | None = None) -> pd.DataFrame:
         with self.lock:
-            return self.store.execute(sql, values or [], con=self.con).df()
+            return self.con.execute(sql, values or []).df()
 
     def runs_df(self, sql: str, values: list | None = None) -> pd.DataFrame:
-        """A query of the run table (built on first use)."""
-        self._build_runs()
+        """A query of the run table (the copy of the rows is read on first use)."""
+        self._runs_copy()
         return self.df(sql, values)
 
+    def store_df(self, sql: str, values: list) -> pd.DataFrame:
+        """A query of the store's own views (a run's every column, curve points)."""
+        with self.lock:
+            if self._store_con is None:
+                self._store_con = self.store.connect()
+            return self.store.execute(sql, values, con=self._store_con).df()
     # -- choices for the filters -----------------------------------------------------------
     def count(self) -> int:
         return int(self.choices["count"])
@@ -261,8 +257,8 @@ class Board:
         else:
             where, values = f.where(methods=False, statuses=False)
             chosen = f"status IN ({', '.join('?' for _ in f.statuses)})" if f.statuses else "true"
-            frame = mark_latest_code(self.runs_df(CELLS.format(chosen=chosen, where=where),
-                                                  [*f.statuses, *values]))
+            self._runs_copy()
+            frame = self._cells(chosen, where, [*f.statuses, *values])
         keep = np.ones(len(frame), dtype=bool)
         for column, value in (("task", f.task), ("preset", f.preset)):
             if value:
@@ -274,7 +270,6 @@ class Board:
         if not f.older_code:
             keep &= frame["is_latest_code"].to_numpy(dtype=bool)
         return frame[keep]
-
     def ranking(self, f: Filters) -> pd.DataFrame:
         """One row per cell and energy kind: medians over seeds, and ratios to the backprop
         baseline of the same task, preset and energy kind."""
@@ -289,9 +284,6 @@ class Board:
                               ("time_to_target_s", "time_to_target_vs_backprop")):
             reference = frame["estimated"].map(base[column]) if not base.empty else np.nan
             frame[ratio] = frame[column] / reference
-        frame["key_params"] = [key_params(t, p, m, mp, tp, with_model=False) for t, p, m, mp, tp in
-                               frame[["task", "preset", "method", "method_params", "task_params"]].itertuples(
-                                   index=False)]
         frame["rank"] = range(1, len(frame) + 1)
         return frame[RANKING_COLUMNS].reset_index(drop=True)
 
@@ -305,13 +297,19 @@ class Board:
 
     def overview(self) -> pd.DataFrame:
         """Per task, preset and energy kind: the best quality, the cell reaching the target for the
-        fewest joules and backprop's figures beside them (latest code, default scope)."""
+        fewest joules and backprop's figures beside them (latest code, default scope); computed
+        once per snapshot."""
+        return self.overview_table
+
+    def _overview(self) -> pd.DataFrame:
         cells = self.cells(Filters())[list(OVERVIEW_FIELDS)]  # few columns: pandas copies less per group
         rows = [overview_row(task, preset, bool(est), group)
                 for (task, preset, est), group in cells.groupby(["task", "preset", "estimated"], sort=False)]
         seen = {(r["task"], r["preset"]) for r in rows}
         rows += [{"task": t, "preset": p, "estimated": None, "runs": 0} for t, p in self.choices["presets"]
                  if (t, p) not in seen]  # every task is listed, also one without a successful run
+        if not rows:
+            return pd.DataFrame(columns=["task", "preset", "estimated", "runs"])
         return pd.DataFrame(rows).sort_values(["task", "preset"], kind="stable").reset_index(drop=True)
 
     # -- runs ---------------------------------------------------------------------------------
@@ -336,11 +334,15 @@ class Board:
         if not run_keys:
             return pd.DataFrame(columns=columns)
         marks = ", ".join("?" for _ in run_keys)
-        frame = self.runs_df(f"""SELECT c.run_key, r.method, r.seed, r.estimated, r.primary_metric, c.step,
-                                        c.samples, c.train_s, c.train_energy_j, c.metrics_json
-                                 FROM curves_all c JOIN board_runs r
-                                   ON c.run_key = r.run_key AND c.run_started_at = r.started_at
-                                 WHERE c.run_key IN ({marks}) ORDER BY c.run_key, c.step""", run_keys)
+        stored = self.store_df(f"SELECT * FROM curves_all WHERE run_key IN ({marks})", run_keys)
+        self._runs_copy()
+        with self.lock:
+            self.con.register("_curve_rows", stored)
+            frame = self.df(f"""SELECT c.run_key, r.method, r.seed, r.estimated, r.primary_metric, c.step,
+                                       c.samples, c.train_s, c.train_energy_j, c.metrics_json
+                                FROM ({curve_points("_curve_rows", "board_runs")}) c JOIN board_runs r USING (run_key)
+                                ORDER BY c.run_key, c.step""")
+            self.con.unregister("_curve_rows")
         frame["value"] = [json.loads(m or "{}").get(p) for m, p in zip(frame["metrics_json"], frame["primary_metric"])]
         return frame[columns]
 
@@ -358,8 +360,13 @@ class Board:
                                 FROM board_runs {where}""", values)
 
     def run(self, run_key: str) -> dict | None:
-        frame = self.runs_df("SELECT * FROM board_runs WHERE run_key = ?", [run_key])
-        return None if frame.empty else frame.iloc[0].to_dict()
+        """Every stored column of the run's shown attempt (the store's ``runs`` view)."""
+        frame = self.store_df("SELECT * FROM runs WHERE run_key = ?", [run_key])
+        if frame.empty:
+            return None
+        row = frame.iloc[0].to_dict()
+        estimated = row.get("energy_estimated")
+        return {**row, "estimated": True if estimated is None or pd.isna(estimated) else bool(estimated)}
 
     def run_list(self, f: Filters, limit: int = 500) -> pd.DataFrame:
         """The newest runs matching the filters: key, method, seed, status (for choosing one)."""
@@ -371,15 +378,6 @@ class Board:
         return self.run_list(f, limit)["run_key"].tolist()
 
 
-def mark_latest_code(cells: pd.DataFrame) -> pd.DataFrame:
-    """``is_latest_code``: the cell carries the code version of its lineage's newest run (a
-    lineage is one configuration across code versions); cells without a code hash count as latest."""
-    if cells.empty:
-        return cells.assign(is_latest_code=pd.Series(dtype=bool))
-    newest = cells.sort_values("last_finished").groupby(["lineage", "estimated"])["code_hash"].last()
-    latest = [code is None or pd.isna(code) or newest.get((lineage, est)) == code
-              for lineage, est, code in cells[["lineage", "estimated", "code_hash"]].itertuples(index=False)]
-    return cells.assign(is_latest_code=latest)
 
 
 def baseline_of(cells: pd.DataFrame) -> pd.DataFrame:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
@@ -375,3 +377,65 @@ def test_figures_three_significant_digits_one_scale_per_column() -> None:
     assert energy.label == "kJ" and [energy.show(v) for v in (225.11, 2244.6)] == ["0.225", "2.24"]
     assert scale_for([30.0, 200.0], "s").label == "min" and scale_for([5e3, 8e3], "s").label == "h"
     assert scale_for([None, float("nan")], "J").label == "J"
+
+
+CELL_FIELDS = ["cell", "estimated", "seeds", "runs", "failed", "quality", "train_j", "is_latest_code"]
+
+
+def cells_of(board: Board, older_code: bool = True) -> pd.DataFrame:
+    frame = board.cells(Filters(older_code=older_code))[CELL_FIELDS]
+    return frame.sort_values(["cell", "estimated"]).reset_index(drop=True)
+
+
+def test_refresh_reads_only_new_files_and_drops_what_compaction_replaced(store: Path) -> None:
+    board = Board(store)  # a fresh store: every file read once, cells aggregated
+    files = len(board.listed)
+    assert board.files_read() == files
+    Store(store).write_run(row("late", "fancy", 9, 0.1, 1.0, params=json.dumps({"k": 4})))
+    board.refresh(max_age_s=0)
+    assert board.files_read() == 1 and board.count() == 12
+    Store(store).compact()  # the loose files are now skipped by the listing, a part holds them
+    board.refresh(max_age_s=0)
+    assert board.files_read() == 1 and len(board.listed) == 1 and board.count() == 12
+    assert board.df("SELECT count(*) AS n FROM run_copy")["n"].iloc[0] == 12  # dropped, not doubled
+    # the cells kept up incrementally are the cells aggregated from scratch
+    (store / ".leaderboard").rename(store / ".old-snapshots")
+    pd.testing.assert_frame_equal(cells_of(board), cells_of(Board(store)), check_dtype=False)
+    fancy = board.ranking(Filters(task="ltsf", preset="tiny")).set_index(["method", "estimated"])
+    assert fancy.loc[("fancy", True), "seeds"] == 4 and fancy.loc[("fancy", True), "quality"] == pytest.approx(0.225)
+
+
+def test_a_new_process_draws_the_first_page_from_the_persisted_cells(store: Path) -> None:
+    first = Board(store)
+    second = Board(store)  # as a restarted server finds the store: unchanged
+    assert second.copy is None  # no run read, nothing aggregated
+    pd.testing.assert_frame_equal(cells_of(second), cells_of(first), check_dtype=False)
+    pd.testing.assert_frame_equal(second.overview(), first.overview(), check_dtype=False)
+    assert list(second.ranking(Filters(task="ltsf", preset="tiny"))["method"]) == ["fancy", "fancy", "backprop",
+                                                                                    "backprop"]
+    script = ("import sys; from joulebench.leaderboard.queries import Board, Filters; "
+              f"b = Board({str(store)!r}); b.overview(); b.ranking(Filters(task='ltsf', preset='tiny')); "
+              "assert b.copy is None; print(sorted(m for m in ('torch', 'torchvision') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "[]"  # labels need the methods' declarations, never their import
+
+
+def test_cells_are_the_store_leaderboard_view_split_by_energy_kind(results: Path) -> None:
+    s = Store(results)
+    for seed in (0, 1, 2):
+        s.write_run(row(f"a{seed}", "backprop", seed, 0.3 + seed / 10, 10.0 + seed, cell_key="A", lineage_key="L",
+                        code_hash="new"))
+        s.write_run(row(f"b{seed}", "fancy", seed, 0.2 + seed / 10, 50.0, estimated=False, cell_key="B",
+                        lineage_key="M", code_hash="h", params=json.dumps({"k": 4})))
+    s.write_run(row("o0", "backprop", 0, 0.9, 9.0, cell_key="O", lineage_key="L", code_hash="old",
+                    finished_at=T0 - timedelta(days=1)))
+    s.write_run(row("a0", "backprop", 0, None, None, status="failed", cell_key="A", lineage_key="L",
+                    code_hash="new", started_at=T0 - timedelta(hours=1)))  # an older failed attempt of a0
+    view = s.execute("SELECT cell_key AS cell, energy_estimated AS estimated, seeds, runs, "
+                     "failed_attempts AS failed, primary_median AS quality, train_energy_j AS train_j, "
+                     "is_latest_code FROM leaderboard ORDER BY cell").df()
+    mine = cells_of(Board(results))
+    assert list(view["cell"]) == ["A", "B", "O"] and list(view["failed"]) == [1, 0, 0]
+    for column in CELL_FIELDS:
+        assert mine[column].tolist() == view[column].tolist(), column
