@@ -227,7 +227,9 @@ def measure_tree(tree: Path, root: Path, repeats: int, tmp: Path) -> dict:
             f"from pathlib import Path; import joulebench.leaderboard as lb; "
             f"assert Path(lb.__path__[0]).resolve() == Path({str(tree / 'leaderboard')!r}).resolve(), lb.__path__; "
             f"json.dump(b.measure(Path({str(root)!r}), {repeats}), open({str(out)!r}, 'w'))")
-    subprocess.run([sys.executable, "-c", code], env=env, check=True, stderr=subprocess.DEVNULL)
+    done = subprocess.run([sys.executable, "-c", code], env=env, stderr=subprocess.PIPE, text=True)
+    if done.returncode:
+        raise SystemExit(f"measuring {tree} failed:\n" + "\n".join(done.stderr.splitlines()[-15:]))
     return json.loads(out.read_text())
 
 

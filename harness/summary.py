@@ -16,7 +16,7 @@ from typing import Any
 def _loads(params: str | dict | None) -> dict[str, Any]:
     if isinstance(params, dict):
         return params
-    return json.loads(params or "{}")
+    return json.loads(params) if isinstance(params, str) and params else {}  # None, or NaN from a frame
 
 
 @lru_cache(maxsize=4096)

@@ -118,6 +118,7 @@ class Board:
         self.listed = listing(self.store)
         self.key = digest(self.listed, snapshot.VERSION)
         self.cells_all: pd.DataFrame | None = None
+        self.overview_table = pd.DataFrame(columns=["task", "preset", "estimated", "runs"])
         persisted = snapshot.load(self.root, self.key)
         if persisted is None:
             self._runs_copy()
@@ -153,12 +154,16 @@ class Board:
         """Cells of the default scope (``cells``: only those, and their lineages' other cells, are
         aggregated again; None: all), then the overview and choices; persisted."""
         with self.lock:
+            groups = None
             if cells is None or self.cells_all is None:
                 self.cells_all = self._cells("status = 'ok'", " WHERE parent_key IS NULL", [])
             else:
-                self.cells_all = self._update_cells(cells)
+                before = self.cells_all
+                self.cells_all, gone = self._update_cells(cells)
+                groups = set().union(*(task_presets(frame[frame["cell"].isin(gone)]) for frame in
+                                       (before, self.cells_all)))
             self.choices = self._choices()
-            self.overview_table = self._overview()
+            self.overview_table = self._overview(groups)
             if self.listed:  # an empty store is not worth a folder in the results directory
                 snapshot.save(self.root, self.key, snapshot.Snapshot(self.cells_all, self.overview_table,
                                                                      self.choices))
@@ -170,12 +175,13 @@ class Board:
                                         frame[["task", "preset", "method", "method_params", "task_params"]]
                                         .itertuples(index=False)])
 
-    def _update_cells(self, cells: set[str]) -> pd.DataFrame:
+    def _update_cells(self, cells: set[str]) -> tuple[pd.DataFrame, set[str]]:
         """The cells touched by new or vanished files, with every cell of their lineages (whose
-        latest-code mark they may change), aggregated again; the others are kept."""
+        latest-code mark they may change), aggregated again; the others are kept. Also returns
+        the cells replaced."""
         old = self.cells_all
         if not cells:
-            return old
+            return old, set()
         lineages = set(old.loc[old["cell"].isin(cells), "lineage"]) | cells
         self.con.execute("CREATE OR REPLACE TEMP TABLE touched AS SELECT DISTINCT cell FROM board_runs "
                          "WHERE cell IN (SELECT unnest(?::VARCHAR[])) OR lineage_key IN (SELECT unnest(?::VARCHAR[]))",
@@ -183,7 +189,7 @@ class Board:
         fresh = self._cells("status = 'ok'", " WHERE parent_key IS NULL AND cell IN (SELECT cell FROM touched)", [])
         gone = cells | set(self.df("SELECT cell FROM touched")["cell"])  # a cell left without runs goes too
         kept = old[~old["cell"].isin(gone)]
-        return pd.concat([kept, fresh], ignore_index=True) if len(kept) else fresh
+        return (pd.concat([kept, fresh], ignore_index=True) if len(kept) else fresh), gone
 
     def _choices(self) -> dict:
         choices: dict = {c: self._distinct_runs(c) for c in FILTER_COLUMNS if c != "preset"}
@@ -301,16 +307,23 @@ class Board:
         once per snapshot."""
         return self.overview_table
 
-    def _overview(self) -> pd.DataFrame:
+    def _overview(self, groups: set[tuple[str, str]] | None = None) -> pd.DataFrame:
+        """The overview's lines (``groups``: only those of these task and preset pairs are
+        computed again, the others kept)."""
         cells = self.cells(Filters())[list(OVERVIEW_FIELDS)]  # few columns: pandas copies less per group
+        kept = self.overview_table.iloc[:0] if groups is None else self.overview_table
+        if groups is not None:
+            cells = cells[in_pairs(cells, groups)]
+            kept = kept[~in_pairs(kept, groups)]
         rows = [overview_row(task, preset, bool(est), group)
                 for (task, preset, est), group in cells.groupby(["task", "preset", "estimated"], sort=False)]
-        seen = {(r["task"], r["preset"]) for r in rows}
+        seen = {(r["task"], r["preset"]) for r in rows} | task_presets(kept)
         rows += [{"task": t, "preset": p, "estimated": None, "runs": 0} for t, p in self.choices["presets"]
                  if (t, p) not in seen]  # every task is listed, also one without a successful run
-        if not rows:
+        if not rows and kept.empty:
             return pd.DataFrame(columns=["task", "preset", "estimated", "runs"])
-        return pd.DataFrame(rows).sort_values(["task", "preset"], kind="stable").reset_index(drop=True)
+        frame = pd.concat([kept, pd.DataFrame(rows)], ignore_index=True) if len(kept) else pd.DataFrame(rows)
+        return frame.sort_values(["task", "preset", "estimated"], kind="stable").reset_index(drop=True)
 
     # -- runs ---------------------------------------------------------------------------------
     def points(self, f: Filters) -> pd.DataFrame:
@@ -378,6 +391,15 @@ class Board:
         return self.run_list(f, limit)["run_key"].tolist()
 
 
+
+
+def task_presets(frame: pd.DataFrame) -> set[tuple[str, str]]:
+    return set(zip(frame["task"], frame["preset"]))
+
+
+def in_pairs(frame: pd.DataFrame, pairs: set[tuple[str, str]]) -> np.ndarray:
+    """Rows whose (task, preset) is one of ``pairs``."""
+    return np.array([pair in pairs for pair in zip(frame["task"], frame["preset"])], dtype=bool)
 
 
 def baseline_of(cells: pd.DataFrame) -> pd.DataFrame:
