@@ -37,16 +37,18 @@ import pandas as pd
 from joulebench.harness.cells import annotate, hardware_class
 from joulebench.harness.spec import ResolvedSpec
 
-CONFIG = ["task", "preset", "model", "method", "method_params", "task_params", "budget_steps",
+CONFIG = ["task", "preset", "method", "method_params", "task_params", "budget_steps",
           "budget_epochs", "budget_seconds", "world_size"]
-"""A configuration: what a cell is, minus the code version (rows of any code version inform a forecast)."""
+"""A configuration: what a cell is, minus the code version (rows of any code version inform a
+forecast). The model is named by the task parameters; the stored ``model`` column is the task's
+display name of it (``mlp+cinn``), which a planned run does not have."""
 LEVELS = (("same configuration", CONFIG),
-          ("other budget", ["task", "preset", "model", "method", "method_params", "task_params", "world_size"]),
-          ("other method parameters", ["task", "preset", "model", "method", "task_params", "world_size"]))
+          ("other budget", ["task", "preset", "method", "method_params", "task_params", "world_size"]),
+          ("other method parameters", ["task", "preset", "method", "task_params", "world_size"]))
 """Similarity levels a forecast is made from, closest first."""
 FACTORS = "workload × method factors"
 """The basis label of a forecast from the factor model (``CostFactors``)."""
-GUESSES = (("other method", ["task", "preset", "model", "task_params"]),
+GUESSES = (("other method", ["task", "preset", "task_params"]),
            ("other model", ["task", "preset", "method"]))
 """Looser levels that are *not* a basis: on the demo campaign, seconds per sample moved by 40 % to
 7x between models and between methods on one model (``--validate`` prints what they would have

@@ -64,19 +64,24 @@ def submit(method_file: Path, suite_name: str, out: Path, jobs: int = 1, region:
     if not method_file.is_file():
         raise SpecError(f"method file {method_file} does not exist")
     out.mkdir(parents=True, exist_ok=True)
+    # the bundle's copy is what is checked and run: a plugin file's name and content are part of
+    # the code hash, so `verify` re-running `method.py` reproduces the same run keys
+    name, copy = method_file.name, (out / "method.py").resolve()
+    if copy != method_file:
+        shutil.copyfile(method_file, copy)
+    method_file = copy
     tee = Tee(sys.stdout)
     with contextlib.redirect_stdout(tee):
         checked = check_plugin(method_file, region=region)
     (out / "check.txt").write_text(tee.copy.getvalue())
     if checked != 0:
-        print(f"submit: {method_file.name} fails `joulebench check` (report in {out / 'check.txt'}); no bundle")
+        print(f"submit: {name} fails `joulebench check` (report in {out / 'check.txt'}); no bundle")
         return 1
     reg = registry([str(method_file)])
     methods = sorted(c.name for c, o in reg.origins.items() if o == str(method_file) and issubclass(c, Method))
     store_dir = out / ".work"
     for method in methods:
         run_suite(suite, method, store_dir, jobs, [str(method_file)])
-    shutil.copyfile(method_file, out / "method.py")
     suite_path = available().get(suite_name) or Path(suite_name)
     shutil.copyfile(suite_path, out / "suite.toml")
     keys = suite_keys(suite, methods)

@@ -64,6 +64,13 @@ def test_levels_scale_by_planned_samples_and_say_no_basis():
     assert forecast(target(method="f3"), rows, model, "x", 0).basis is None
 
 
+def test_a_stored_display_name_of_the_model_does_not_hide_the_same_configuration():
+    # the load task stores model "mlp+cinn" for task_params {"model": "mlp"}; a plan knows only the latter
+    rows = history_rows().assign(model="dlinear+cinn")
+    f = forecast(target(), rows, fit_energy(rows, False), "x", 0.0)
+    assert f.basis == "same configuration" and f.train_s == pytest.approx(0.02 * 60 * 32)
+
+
 def test_leave_one_cell_out_error_is_printed_and_small_when_time_scales_with_samples():
     rows = history_rows()
     errors = loco_errors(rows, linear=False)

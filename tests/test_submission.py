@@ -64,6 +64,7 @@ def test_submit_verify_import_round_trip(tmp_path, results, capsys):
     assert main(["verify", str(bundle), "--sample", "2"]) == 0
     out = capsys.readouterr().out
     assert out.count("re-running") == 2 and "PASS (2 of 2 re-runs within tolerance)" in out
+    assert "code:" not in out  # the bundle's method.py is the file the runs were keyed with
     quality = [[c.strip() for c in row.strip("|").split("|")] for row in out.splitlines()
                if row.startswith("| mse (test)")]
     assert len(quality) == 2 and all(q[3] == "0.00%" and q[5] == "yes" for q in quality), quality
