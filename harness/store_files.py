@@ -151,13 +151,15 @@ def sources_records(table_dir: Path) -> list[Path]:
         return []
 
 
-def superseded(root: Path, table_dir: Path) -> set[Path]:
-    """Loose files already merged into a part (awaiting removal): readers skip them by name.
-    Read after listing loose files and before listing parts (a record follows its part)."""
-    out: set[Path] = set()
+def superseded(root: Path, table_dir: Path) -> set[str]:
+    """Paths (as text) of files already merged into a part, awaiting removal: readers skip them
+    by name. Read after listing loose files and before listing parts (a record follows its part).
+    Text, not Path objects: a record lists up to 2,000 sources."""
+    out: set[str] = set()
+    base = str(root)
     for record in sources_records(table_dir):
         try:
-            out.update(root / rel for rel, *_ in json.loads(record.read_text())["sources"])
+            out.update(os.path.join(base, rel) for rel, *_ in json.loads(record.read_text())["sources"])
         except (FileNotFoundError, ValueError, KeyError):
             continue
     return out
