@@ -151,6 +151,41 @@ def reads_during_compaction(root: Path, queries: int = 300, runs: int = 600) -> 
     return {"lost": runs - len(Store(root).stored_keys()), "duplicated": 0, "failed_reads": failed}
 
 
+def _compact_eager(root: str) -> None:
+    """A compaction that merges every part of the one before into one (tiers at their smallest)."""
+    from joulebench.harness.store_compact import Tiers
+
+    Store(Path(root)).compact(grace_s=0, tiers=Tiers(1 << 30, 2, 1 << 30))
+
+
+def killed_part_merges(root: Path, rounds: int = 8, runs: int = 20, per_run: int = 4,
+                       seed: int = 0) -> dict[str, int]:
+    """Small parts merged into larger ones, each merging compaction killed (SIGKILL) at a random
+    moment: per round new runs become a part, a compaction merging all parts is killed after
+    0-1.5 s; then one compaction finishes. Counts rows in the files themselves (``runs_all``,
+    ``curves_all``): a row merged twice would show there, not only in the views."""
+    import random
+
+    rng, keys = random.Random(seed), []
+    for rnd in range(rounds):
+        batch = [f"m{rnd:02d}-{i:03d}" for i in range(runs)]
+        _writer(str(root), batch, "ok", rnd, curves=per_run)
+        keys += batch
+        Store(root).compact(grace_s=0)
+        proc = _start(_compact_eager, str(root))
+        proc.join(rng.uniform(0.0, 1.5))
+        if proc.is_alive():
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.join()
+    _compact_eager(str(root))
+    store = Store(root)
+    raw_runs = store.execute("SELECT count(*) FROM runs_all").fetchone()[0]
+    raw_points = store.execute("SELECT count(*) FROM curves_all").fetchone()[0]
+    shown = store.stored_keys()
+    return {"lost": len(set(keys) - shown), "duplicated": raw_runs - len(keys) + raw_points - len(keys) * per_run,
+            "failed_reads": 0}
+
+
 CAMPAIGN = """
 name = "two-drivers"
 [defaults]
@@ -236,7 +271,7 @@ def orphaned_workers(root: Path, kills: int = 3, steps: int = 400) -> dict[str, 
 
 SCENARIOS = {"retries_under_compaction": retries_under_compaction, "curve_duplicates": curve_duplicates,
              "reads_during_compaction": reads_during_compaction, "two_drivers": two_drivers,
-             "orphaned_workers": orphaned_workers}
+             "orphaned_workers": orphaned_workers, "killed_part_merges": killed_part_merges}
 
 
 def main() -> None:
@@ -245,11 +280,13 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=3)
     args = parser.parse_args()
     for name in args.only:
-        trials = args.trials if name in ("retries_under_compaction", "curve_duplicates") else 1
+        trials = args.trials if name in ("retries_under_compaction", "curve_duplicates",
+                                         "killed_part_merges") else 1
         for trial in range(trials):
             with tempfile.TemporaryDirectory(prefix="joulebench-faults-") as tmp:
                 t0 = time.perf_counter()
-                got = SCENARIOS[name](Path(tmp))
+                got = SCENARIOS[name](Path(tmp), seed=trial) if name == "killed_part_merges" else \
+                    SCENARIOS[name](Path(tmp))
                 line = " ".join(f"{k}={v}" for k, v in got.items())
                 print(f"{name} trial {trial + 1}: {line}  ({time.perf_counter() - t0:.1f} s)", flush=True)
 

@@ -5,7 +5,8 @@
 
 Per-run files are one real, full-width row written by ``Store.write_run`` and copied under
 distinct attempt names (writing 100 k files through the writer would take hours on 2 cores). The
-1 M-row compaction reads 100 loose files of 10 k distinct rows each. Each measurement runs in a
+1 M-row compaction reads 100 loose files of 10 k distinct rows each. After the first
+compaction of per-run files a second one merges its small parts into larger ones (tiers). Each measurement runs in a
 fresh process, so its peak RSS (``ru_maxrss``) is its own. ``--store-module`` measures another
 ``store.py`` (e.g. ``git show main~N:harness/store.py``) for the before column.
 """
@@ -119,6 +120,12 @@ def child(what: str, root: Path, module: str | None, timeout: float = 1200) -> d
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def parts(root: Path) -> int:
+    """Parts readers use (merged ones excluded)."""
+    from joulebench.harness.store import Store
+    return len(Store(root).parts("runs"))
+
+
 def line(label: str, m: dict) -> str:
     err = f"  {m['error']}" if "error" in m else ""
     return f"| {label} | {m['s']:.3f} s | {m['peak_mb']:.0f} MB | {m['n']} |{err}"
@@ -158,6 +165,11 @@ def main() -> None:
                 print(line(f"{what}, {n} per-run files", child(what, Path(tmp), args.store_module)), flush=True)
             for what in [o for o in args.ops if o != "compact"] if "compact" in args.ops else []:
                 print(line(f"{what}, {n} runs compacted", child(what, Path(tmp), args.store_module)), flush=True)
+            if "compact" in args.ops and not args.store_module:  # the parts of the first are small
+                print(line(f"compact again, {n} runs (parts before: {parts(Path(tmp))})",
+                           child("compact", Path(tmp), None)), flush=True)
+                print(line(f"stored_keys, {n} runs, parts merged (parts after: {parts(Path(tmp))})",
+                           child("stored_keys", Path(tmp), None)), flush=True)
     if args.rows:
         with tempfile.TemporaryDirectory(prefix="joulebench-scale-") as tmp:
             make_rows(Path(tmp), args.rows)

@@ -19,12 +19,11 @@ store with results missing, and one that meets a vanished file lists again.
 from __future__ import annotations
 
 import functools
-import os
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import duckdb
 import pyarrow as pa
@@ -36,10 +35,9 @@ from joulebench.harness.store_files import (
     Identity,
     attempt_name,
     identity,
+    keys_by_name,
     looks_like_parquet,
-    loose_entries,
     loose_files,
-    parse_name,
     part_files,
     safe_segment,
     sql_list,
@@ -50,11 +48,16 @@ from joulebench.harness.store_guard import FutureSchema, check_file, quarantine,
 from joulebench.harness.store_lock import LockFile
 from joulebench.harness.store_views import LEADERBOARD_VIEW, VIEWS
 
+if TYPE_CHECKING:
+    from joulebench.harness.store_compact import Tiers
+
 __all__ = ["Store", "StoreError", "write_atomic", "sql_list", "looks_like_parquet", "LEADERBOARD_VIEW"]
 
 TABLES = {"runs": RUNS, "curves": CURVES}
 QUERY_ERRORS = (duckdb.BinderException, duckdb.ParserException, duckdb.CatalogException,
                 duckdb.ConversionException)
+CHECK_CHUNK = 2_000
+"""Footers whose schemas are checked in one DuckDB pass."""
 READ_TRIES = 6
 """Listings retried when files vanish under a query (each compaction moves files once)."""
 
@@ -70,6 +73,13 @@ def _duck_types(table: str) -> dict[str, str]:
         con.register("_empty", SCHEMAS[version][table].empty_table())
         out.update({r[0]: r[1] for r in con.execute("DESCRIBE _empty").fetchall()})
     return out
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:
+        return float("-inf")  # merged into a larger part since listed: that part is newer
 
 
 class StoreError(SpecError):
@@ -155,16 +165,36 @@ class Store:
     def files(self, table: str) -> list[Path]:
         """Readable, conforming files of a table, loose ones listed before parts (see the module
         docstring); broken ones are listed in ``bad_files``, non-conforming ones quarantined."""
-        listed = self._unmerged(table) + part_files(self.root / table)
-        if listed and not self.deep_check and self._conform_together(listed, table):
-            return listed
-        return [p for p in listed if self._usable(p, table)]
+        loose, parts = self._listing(table)
+        return self._conforming(loose + parts, table)
 
-    def _unmerged(self, table: str) -> list[Path]:
-        """Loose files not yet in a part (listed first, then the records: see ``superseded``)."""
+    def _conforming(self, listed: list[Path], table: str) -> list[Path]:
+        """The usable files of ``listed``, footers checked ``CHECK_CHUNK`` at a time (one DuckDB
+        pass over 100 k footers held 15 GB), file by file only in a chunk that does not conform."""
+        out: list[Path] = []
+        for start in range(0, len(listed), CHECK_CHUNK):
+            chunk = listed[start:start + CHECK_CHUNK]
+            if not self.deep_check and self._conform_together(chunk, table):
+                out += chunk
+            else:
+                out += [p for p in chunk if self._usable(p, table)]
+        return out
+
+    def _listing(self, table: str) -> tuple[list[Path], list[Path]]:
+        """Loose files and parts not yet merged into another part. Loose files are listed first,
+        then the records of what parts hold (``superseded``), then parts: a part exists before its
+        record, and its sources go before its record, so nothing is missed in between."""
         loose = loose_files(self.root / table)
         done = superseded(self.root, self.root / table)
-        return [p for p in loose if p not in done] if done else loose
+        parts = part_files(self.root / table)
+        if not done:
+            return loose, parts
+        return [p for p in loose if str(p) not in done], [p for p in parts if str(p) not in done]
+
+    def _live_parts(self, table: str) -> list[Path]:
+        """Parts not merged into a larger one (records read before parts are listed)."""
+        done = superseded(self.root, self.root / table)
+        return [p for p in part_files(self.root / table) if str(p) not in done]
 
     def _conform_together(self, files: list[Path], table: str) -> bool:
         """One DuckDB pass over all footers (5x faster than one file at a time): if the union has
@@ -181,10 +211,11 @@ class Store:
 
     def loose(self, table: str) -> list[Path]:
         """Conforming loose (not yet merged) files of a table."""
-        listed = self._unmerged(table)
-        if listed and self._conform_together(listed, table):
-            return listed
-        return [p for p in listed if self._usable(p, table)]
+        return self._conforming(self._listing(table)[0], table)
+
+    def parts(self, table: str) -> list[Path]:
+        """Conforming parts of a table not yet merged into a larger part."""
+        return [p for p in self._live_parts(table) if self._usable(p, table)]
 
     def _usable(self, path: Path, table: str) -> bool:
         ident = identity(path)
@@ -238,17 +269,10 @@ class Store:
 
         Loose files answer by their names (no file opened); parts by two columns."""
         wanted = set(statuses)
-        keys: set[str] = set()
-        legacy: list[Path] = []
-        for entry in loose_entries(self.root / "runs"):
-            info = parse_name(os.path.basename(entry))
-            if info.status is None:
-                legacy.append(Path(entry))
-            elif info.status in wanted:
-                keys.add(info.run_key)
+        keys, names = keys_by_name(self.root / "runs", wanted)
+        legacy = [Path(p) for p in names]
         for _ in range(READ_TRIES):
-            files = [p for p in legacy if self._usable(p, "runs")] + \
-                    [p for p in part_files(self.root / "runs") if self._usable(p, "runs")]
+            files = [p for p in legacy if self._usable(p, "runs")] + self.parts("runs")
             if not files:
                 return keys
             marks = ",".join("?" for _ in wanted)
@@ -267,15 +291,18 @@ class Store:
         folder = self.root / "runs" / f"task={safe_segment(task)}"
         if any(folder.glob(f"{safe_segment(run_key)}.*.ok.parquet")):
             return True
-        parts = [p for p in part_files(self.root / "runs")
-                 if parts_since is None or p.stat().st_mtime >= parts_since]
-        parts = [p for p in parts if self._usable(p, "runs")]
-        if not parts:
-            return False
-        hit = duckdb.connect().execute(
-            f"SELECT count(*) FROM read_parquet({sql_list(parts)}, union_by_name=true, hive_partitioning=false) "
-            "WHERE run_key = ? AND status = 'ok'", [run_key]).fetchone()[0]
-        return hit > 0
+        for _ in range(READ_TRIES):
+            parts = [p for p in self.parts("runs") if parts_since is None or _mtime(p) >= parts_since]
+            if not parts:
+                return False
+            try:
+                hit = duckdb.connect().execute(
+                    f"SELECT count(*) FROM read_parquet({sql_list(parts)}, union_by_name=true, "
+                    "hive_partitioning=false) WHERE run_key = ? AND status = 'ok'", [run_key]).fetchone()[0]
+                return hit > 0
+            except duckdb.IOException:
+                continue  # a small part merged into a larger one meanwhile: list again
+        raise StoreError(f"the store at {self.root} kept changing under {READ_TRIES} reads; try again")
 
     def execute(self, sql: str, params: list | None = None,
                 con: duckdb.DuckDBPyConnection | None = None) -> duckdb.DuckDBPyConnection:
@@ -325,11 +352,12 @@ class Store:
 
     # -- compaction ---------------------------------------------------------------------------
     def compact(self, files_per_part: int = 2_000, memory_limit: str = "1GB",
-                grace_s: float = 600.0) -> dict[str, int]:
-        """Merge loose files into new parts (never rewriting old ones); rows merged per table.
+                grace_s: float = 600.0, tiers: Tiers | None = None) -> dict[str, int]:
+        """Merge loose files into new parts and small parts into larger ones (never rewriting a
+        part); rows of loose files merged per table.
 
-        See ``store_compact`` for the lock and the identity rule."""
+        See ``store_compact`` for the lock, the identity rule and the tiers."""
         from joulebench.harness.store_compact import compact
 
-        return compact(self, files_per_part, memory_limit, grace_s)
+        return compact(self, files_per_part, memory_limit, grace_s, tiers)
 

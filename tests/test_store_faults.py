@@ -46,3 +46,8 @@ def test_two_drivers_on_one_campaign_run_each_run_once(tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_a_killed_drivers_worker_leaves_without_storing_anything(tmp_path: Path) -> None:
     assert faults.orphaned_workers(tmp_path, kills=1) == CLEAN
+
+
+@pytest.mark.slow
+def test_part_merges_killed_at_random_moments_lose_and_duplicate_nothing(tmp_path: Path) -> None:
+    assert faults.killed_part_merges(tmp_path, rounds=4, runs=10) == CLEAN
