@@ -53,7 +53,8 @@ def build_specs(args, setting: str) -> list:
     task, params, epochs, _, _ = SETTINGS[setting]
     params = {**params, "n_rows": ROWS[mode]} if task == "ltsf" else params
     return [resolve(RunSpec(task=task, preset="tiny", method=method, seed=seed, task_params=params,
-                            method_params={"lr": lr}, budget={"epochs": epochs[mode]}, campaign="seed-f3"))
+                            method_params={"lr": lr}, budget={"epochs": epochs[mode]}, campaign="seed-f3",
+                            timeout_s=common.TIMEOUT_S))
             for seed in common.seeds(args) for method in METHODS for lr in LR_GRID[mode]]
 
 

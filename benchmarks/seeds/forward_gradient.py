@@ -93,7 +93,7 @@ def approximation(seed: int, ks: list[int], draws: int) -> dict[tuple[str, str, 
 def training_specs(args) -> list:
     mode = "quick" if args.quick else "full"
     common_kw = dict(task="ltsf", preset="tiny", task_params=TASK, budget={"steps": STEPS[mode]},
-                     campaign="seed-forward-gradient")
+                     campaign="seed-forward-gradient", timeout_s=common.TIMEOUT_S)
     out = []
     for seed in common.seeds(args):
         for lr in (0.01, 0.1):
@@ -129,27 +129,45 @@ def ratios(a: dict[int, float], b: dict[int, float]) -> list[float]:
 def main() -> None:
     p = common.parser(__doc__, "forward-gradient")
     p.add_argument("--draws", type=int, default=None, help="estimates per cosine (default 10 quick, 40 full)")
+    p.add_argument("--skip-approximation", action="store_true",
+                   help="only the training part (resuming it; the cosines take minutes)")
     args = p.parse_args()
     mode = "quick" if args.quick else "full"
     seeds = common.seeds(args)
     ks = list(KS["full"])
     draws = args.draws or (10 if args.quick else 40)
-    cos = {seed: approximation(seed, ks, draws) for seed in seeds}
+    if args.skip_approximation:
+        cos = {}
+    else:
+        cos = {seed: approximation(seed, ks, draws) for seed in seeds}
+        print_approximation(cos, seeds, ks)
+    specs = training_specs(args)
+    rows = common.run_specs(specs, args)
+    print(common.table(rows, specs))
+    if cos:
+        print_cosine_headlines(cos, seeds)
+    training_headlines(rows, mode)
+
+
+def print_approximation(cos, seeds, ks) -> None:
     print("| scope | combine | " + " | ".join(f"k={k}" for k in ks) + " | k=n_max |")
     print("|---|---|" + "---|" * (len(ks) + 1))
     for scope in ("tensor", "global"):
         for combine in ("mean", "projection"):
             cells = [common.median_range(cos[s][scope, combine, k] for s in seeds)[0] for k in [*ks, "n_max"]]
             print(f"| {scope} | {combine} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
-    specs = training_specs(args)
-    rows = common.run_specs(specs, args)
-    print(common.table(rows, specs))
+
+
+def print_cosine_headlines(cos, seeds) -> None:
     print(common.headline("cosine_ratio_projection_mean_k16",
                           [cos[s]["tensor", "projection", 16] / cos[s]["tensor", "mean", 16] for s in seeds]))
     print(common.headline("cosine_ratio_projection_mean_k16_global",
                           [cos[s]["global", "projection", 16] / cos[s]["global", "mean", 16] for s in seeds]))
     print(common.headline("cosine_gain_k64_over_k1",
                           [cos[s]["tensor", "projection", 64] / cos[s]["tensor", "projection", 1] for s in seeds]))
+
+
+def training_headlines(rows, mode: str) -> None:
     best = best_val(rows)
     for k in KS[mode]:
         if ("mean", k) in best and ("projection", k) in best:
