@@ -28,7 +28,9 @@ selected default run against the baseline; below 1: AutoPQ is better), ``..._qua
 ``crps_ratio_autopq_residual_mlp`` (both sides on the MLP), ``crps_gain_advanced`` (relative),
 ``energy_ratio_advanced_default`` and ``energy_per_crps_gain_j`` = extra joules of the advanced
 configuration / CRPS it gains (J per unit of CRPS, the load's unit; NaN where it gains nothing). Energy is
-codecarbon's estimate (power × time): every energy figure here is a time figure in disguise.
+codecarbon's estimate (power × time): every energy figure here is a time figure in disguise, and
+on a shared machine wall time follows the load, so ``update_ratio_advanced_default`` (gradient
+updates, advanced / default) is printed beside it as the load-independent measure of the work.
 
     python benchmarks/seeds/autopq.py --quick
 """
@@ -83,7 +85,7 @@ def selected(got: dict, seed: int):
 
 def headlines(got: dict, seeds: list[int]) -> list[str]:
     ratios = {b: [] for b in (*BASELINES, "quantile_mlp", "residual_mlp")}
-    gain, energy_ratio, per_gain = [], [], []
+    gain, energy_ratio, per_gain, updates = [], [], [], []
     for seed in seeds:
         best = selected(got, seed)
         if best is None:
@@ -103,12 +105,15 @@ def headlines(got: dict, seeds: list[int]) -> list[str]:
             delta = crps - adv["metric_crps_q"]
             gain.append(delta / crps)
             energy_ratio.append(adv["total_energy_j"] / e_default)
+            updates.append(adv["gradient_updates"]
+                           / sum(got[("default", m, seed)]["gradient_updates"] for m in FORECASTERS))
             per_gain.append((adv["total_energy_j"] - e_default) / delta if delta > 0 else math.nan)
     lines = [common.headline(f"crps_ratio_cinn_{b}", ratios[b]) for b in BASELINES]
     lines += [common.headline("crps_ratio_cinn_quantile_mlp", ratios["quantile_mlp"]),
               common.headline("crps_ratio_autopq_residual_mlp", ratios["residual_mlp"]),
               common.headline("crps_gain_advanced", gain),
               common.headline("energy_ratio_advanced_default", energy_ratio),
+              common.headline("update_ratio_advanced_default", updates),
               common.headline("energy_per_crps_gain_j", per_gain)]
     return lines
 
