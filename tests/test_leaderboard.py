@@ -441,3 +441,17 @@ def test_cells_are_the_store_leaderboard_view_split_by_energy_kind(results: Path
     assert list(view["cell"]) == ["A", "B", "O"] and list(view["failed"]) == [1, 0, 0]
     for column in CELL_FIELDS:
         assert mine[column].tolist() == view[column].tolist(), column
+
+
+def test_compact_prepares_the_cells_a_new_server_reads_first(store: Path, capsys) -> None:
+    """``joulebench compact`` runs the leaderboard's heavy queries once for the compacted state,
+    so the first page after a compaction reads persisted cells instead of every run."""
+    from joulebench.harness.cli import main
+
+    assert main(["compact", "--results", str(store), "--grace", "0"]) == 0
+    assert "leaderboard cells prepared" in capsys.readouterr().out
+    board = Board(store)
+    assert board.copy is None  # drawn from the snapshot: no run read, nothing aggregated
+    assert not board.cells(Filters()).empty
+    assert main(["compact", "--results", str(store), "--no-cells"]) == 0
+    assert "leaderboard cells" not in capsys.readouterr().out
