@@ -139,11 +139,14 @@ def reads_during_compaction(root: Path, queries: int = 300, runs: int = 600) -> 
                 got = len(query_runs(root, [], limit=0))
             else:
                 board = query_runs(root, [], table="leaderboard", limit=0)
-                got = int(board["seeds"].sum()) if len(board) else 0
+                got = int(board["runs"].sum()) if len(board) else 0  # runs per cell (seeds: distinct seeds)
         except Exception as exc:
             print(f"read {i} failed: {str(exc).splitlines()[0]}", file=sys.stderr)
             failed += 1
             continue
+        if got < before:
+            print(f"read {i} ({('stored_keys', 'results', 'leaderboard')[i % 3]}) short: {got} < {before}",
+                  file=sys.stderr)
         failed += got < before
     writer.join()
     stop.set()

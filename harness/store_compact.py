@@ -81,6 +81,8 @@ def remove_dead_temporaries(parts: Path) -> None:
             dead = [e.path for e in entries if e.name.startswith(".part-") and e.name.endswith(".tmp")]
     except FileNotFoundError:
         return
+    except OSError as exc:  # e.g. a file where the parts folder belongs
+        raise SpecError(f"cannot write parts in {parts}: {exc.strerror or exc}; nothing removed") from None
     for path in dead:
         Path(path).unlink(missing_ok=True)
 
