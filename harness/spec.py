@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from functools import cached_property
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -103,15 +104,16 @@ class ResolvedSpec(BaseModel):
     hardware_class: str
     harness_version: str = __version__
 
-    @property
+    # computed once per (frozen) spec: a 10 k-run plan asked for them ~5 times each
+    @cached_property
     def run_key(self) -> str:
         return _digest(self.identity())
 
-    @property
+    @cached_property
     def cell_key(self) -> str:
         return _digest({k: v for k, v in self.identity().items() if k != "seed"})
 
-    @property
+    @cached_property
     def lineage_key(self) -> str:
         return _digest({k: v for k, v in self.identity().items() if k not in ("seed", "code_hash")})
 
