@@ -22,7 +22,10 @@ def free_port() -> int:
 
 
 def port_is_free(port: int) -> bool:
+    """Free for a new server: bound as servers bind (SO_REUSEADDR, which Tornado sets), so the
+    health check's connection in TIME_WAIT does not count, while a listener still does (Linux)."""
     with socket.socket() as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
