@@ -37,6 +37,26 @@ def inside_runs(results: Path) -> tuple[int, float]:
     return int(rows[0]), float(rows[1] or 0.0)
 
 
+def breakdown(results: Path, t0_epoch: float, t1_epoch: float) -> str:
+    """Where the wall time outside the runs' phases goes (``-j 1`` reads it directly): before the
+    first run starts (driver start, planning, worker start-up), inside a run's wall but outside its
+    phases (meter reads, row building and writing), between runs (claim, hand-off to the worker),
+    and after the last run (shutdown)."""
+    rows = duckdb.connect().execute(
+        f"SELECT epoch(started_at) AS s, wall_s, setup_s + train_s + eval_s AS phases FROM "
+        f"read_parquet('{results}/runs/**/*.parquet', union_by_name=true, hive_partitioning=false) "
+        f"WHERE status = 'ok' ORDER BY started_at").fetchall()
+    if not rows:
+        return "no rows"
+    ends = [s + wall for s, wall, _ in rows]
+    gaps = [max(0.0, rows[i + 1][0] - ends[i]) for i in range(len(rows) - 1)]
+    parts = {"before first run": rows[0][0] - t0_epoch,
+             "in run, outside phases": sum(wall - phases for _, wall, phases in rows),
+             "between runs": sum(gaps),
+             "after last run": t1_epoch - max(ends)}
+    return "; ".join(f"{k} {v:5.1f} s" for k, v in parts.items())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=100)
@@ -60,17 +80,19 @@ def main() -> None:
                 if jobs == args.jobs[0]:  # build the plugin manifest outside the measured wall
                     subprocess.run([sys.executable, "-m", "joulebench.harness.cli", "list"], env=env,
                                    capture_output=True, check=True)
-                t0 = time.perf_counter()
+                t0, t0_epoch = time.perf_counter(), time.time()
                 done = subprocess.run([sys.executable, "-m", "joulebench.harness.cli", "campaign", "run",
                                        str(toml), "-j", str(jobs), "--results", str(results)],
                                       env=env, capture_output=True, text=True)
-                wall = time.perf_counter() - t0
+                wall, t1_epoch = time.perf_counter() - t0, time.time()
                 if done.returncode != 0:
                     raise SystemExit(done.stderr[-800:])
                 n, inside = inside_runs(results)
                 walls[(name, jobs)] = wall
                 print(f"{name:>8} -j {jobs}: {n} runs in {wall:6.1f} s = {n / wall * 60:6.0f} runs/min; "
                       f"inside runs {inside / (wall * jobs):5.1%} of wall x jobs", flush=True)
+                if jobs == 1:
+                    print(f"{'':>8}   outside the phases: {breakdown(results, t0_epoch, t1_epoch)}", flush=True)
         for name in trees:
             if (name, 1) in walls and (name, 2) in walls:
                 print(f"{name:>8}: -j 2 speed-up over -j 1: {walls[(name, 1)] / walls[(name, 2)]:.2f}x")

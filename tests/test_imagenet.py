@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -193,6 +195,25 @@ def test_device_decoding_gives_the_loader_path_s_eval_images(tmp_path: Path) -> 
     assert (batch["x"] - reference).abs().mean() < 0.05  # normalised units; a wrong crop is ~1
     train = dev.on_device(next(iter(dev.train_loader())))
     assert train["x"].shape == (30, 3, 32, 32) and "jpeg" not in train  # one batch of 30 (SMALL_TREE)
+
+
+def test_device_decoding_feeds_from_loader_workers(tmp_path: Path) -> None:
+    """With loader workers, each batch of JPEG bytes crosses a process boundary: a list of one
+    tensor per file (read_file's) failed to pickle in the worker ("Bad file descriptor") and the
+    training process waited for it forever. Runs in a child process so that a hang fails."""
+    script = (
+        "import sys, torch\n"
+        "sys.path.insert(0, %r)\n"
+        "from test_imagenet import _task, SMALL_TREE\n"
+        "from pathlib import Path\n"
+        "task = _task(Path(%r), batch_size=8, workers=2, decode='device', **SMALL_TREE)\n"
+        "for epoch in range(2):\n"
+        "    for i, batch in enumerate(task.train_loader()):\n"
+        "        assert task.on_device(batch)['x'].shape[1:] == (3, 32, 32)\n"
+        "        if epoch == 0 and i == 0: break  # torn down mid-epoch as a budget does\n"
+        "print('fed')\n") % (str(Path(__file__).parent), str(tmp_path))
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "fed" in done.stdout, done.stderr[-2000:]
 
 
 def test_tiny_learns_with_device_decoding(tmp_path: Path, results: Path) -> None:

@@ -11,6 +11,8 @@ Splits (the same for the real data and the generated stand-in):
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from functools import lru_cache
 from pathlib import Path
 
@@ -132,9 +134,26 @@ class Split(Dataset):
         return {"x": self.transform(image), "y": torch.tensor(label), "index": torch.tensor(i)}
 
 
+@dataclass(frozen=True)
+class Jpegs:
+    """A batch's JPEG files as one byte buffer and each file's length. One storage crosses from a
+    loader worker to the training process per batch: a list of one tensor per file (as
+    ``read_file`` returns them) failed to pickle there ("Bad file descriptor") and the training
+    process waited forever. Not a tensor, so ``TrainContext.to_device`` leaves it on the host,
+    where ``decode_jpeg`` wants its input (nvJPEG then decodes on the device)."""
+
+    data: torch.Tensor  # uint8, the files back to back
+    sizes: tuple[int, ...]
+
+    def files(self) -> list[torch.Tensor]:
+        return list(torch.split(self.data, list(self.sizes)))
+
+
 def collate_jpegs(items: list[dict[str, torch.Tensor]]) -> dict[str, object]:
-    """A batch of undecoded JPEGs: their byte tensors differ in length, so they stay a list."""
-    return {"jpeg": [item["jpeg"] for item in items], "y": torch.stack([item["y"] for item in items]),
+    """A batch of undecoded JPEGs (their lengths differ, so they are packed, see ``Jpegs``)."""
+    files = [item["jpeg"] for item in items]
+    return {"jpeg": Jpegs(torch.cat(files), tuple(len(f) for f in files)),
+            "y": torch.stack([item["y"] for item in items]),
             "index": torch.stack([item["index"] for item in items])}
 
 
@@ -159,7 +178,7 @@ class DeviceDecode:
         self.mean = torch.tensor(MEAN, device=device).view(1, 3, 1, 1)
         self.std = torch.tensor(STD, device=device).view(1, 3, 1, 1)
 
-    def __call__(self, jpegs: list[torch.Tensor]) -> torch.Tensor:
-        images = decode_jpeg(jpegs, mode=ImageReadMode.RGB, device=self.device)
+    def __call__(self, jpegs: Jpegs) -> torch.Tensor:
+        images = decode_jpeg(jpegs.files(), mode=ImageReadMode.RGB, device=self.device)
         batch = torch.stack([self.geometry(image) for image in images]).float().div_(255)
         return (batch - self.mean) / self.std
