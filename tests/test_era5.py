@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -126,6 +127,20 @@ def test_statistics_come_from_training_years_only(store: Path) -> None:
     assert np.allclose(stats.clim[bin_], x[july_noon].mean(axis=0), rtol=1e-5)
     sub = era5_stats.compute(src, train, "mean", stats_steps=5)
     assert sub.clim.shape == (1, 2, 8, 16)
+
+
+def test_a_climatology_larger_than_memory_is_one_line_before_any_read(store: Path, monkeypatch) -> None:
+    """month_hour at 0.25° needs ~12 GiB while computed (OOM-killed the throughput benchmark on
+    24 GB): the pass refuses up front and names the way out."""
+    src = Source(store, parse_channels("t2m,z500"))
+    train = src.split_steps((2000, 2000))
+    need = 48 * 2 * 8 * 16 * 16  # bins × channels × grid × (sums + clim + normalised copy)
+    monkeypatch.setattr(era5_stats.psutil, "virtual_memory", lambda: SimpleNamespace(available=need - 1))
+    monkeypatch.setattr(src, "read", lambda steps: pytest.fail("read before the memory check"))
+    with pytest.raises(MemoryError, match="climatology=mean"):
+        era5_stats.compute(src, train, "month_hour")
+    monkeypatch.undo()
+    assert era5_stats.compute(src, train, "mean").clim.shape == (1, 2, 8, 16)
 
 
 def test_netcdf_in_another_dim_order_reads_the_same(store: Path, tmp_path: Path) -> None:

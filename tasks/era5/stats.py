@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pandas as pd
 
 from joulebench.tasks.era5.data import Source
@@ -54,6 +55,18 @@ def read_chunk(source: Source) -> int:
     return -(-READ_STEPS // source.time_chunk) * source.time_chunk
 
 
+def check_memory(bins: int, channels: int, grid: tuple[int, int]) -> None:
+    """Refuse a climatology this machine cannot hold, before reading a step: ``month_hour`` at
+    0.25° is 48 bins × 20 channels × 721 × 1440 points, 4 GB per float32 copy and 8 GB of float64
+    sums while computing (it was OOM-killed on a 24 GB machine); the task keeps two copies."""
+    need = bins * channels * grid[0] * grid[1] * (8 + 4 + 4)
+    available = psutil.virtual_memory().available
+    if need > available:
+        raise MemoryError(f"the {bins}-bin climatology of {channels} channels on {grid[0]}x{grid[1]} needs "
+                          f"~{need / 2**30:.1f} GiB, {available / 2**30:.1f} GiB are available: use "
+                          "-T climatology=mean (the full preset's) or fewer channels")
+
+
 def compute(source: Source, span: tuple[int, int], kind: str, stats_steps: int = 0) -> Stats:
     """One streaming pass over the training steps, read in whole stored chunks. The data stay
     float32 (a float64 copy of every chunk doubled the memory traffic); each chunk's sums are
@@ -63,6 +76,7 @@ def compute(source: Source, span: tuple[int, int], kind: str, stats_steps: int =
     if 0 < stats_steps < len(steps):
         steps = np.unique(np.linspace(span[0], span[1] - 1, stats_steps).round().astype(np.int64))
     c = len(source.channels)
+    check_memory(n_bins(kind, source.step_hours), c, source.shape)
     helper = Stats(np.zeros(c), np.ones(c), np.zeros(0), kind, source.step_hours)
     bins = helper.bins(source.times[steps])
     sums = np.zeros((n_bins(kind, source.step_hours), c, *source.shape))
