@@ -166,3 +166,17 @@ def test_a_finished_search_run_again_starts_afresh(results: Path) -> None:
     assert runner.run(spec)["status"] == "ok"
     again = runner.run(spec)  # what --force does
     assert again["status"] == "ok" and "x_earlier_trials" not in again
+
+
+def test_a_search_given_a_budget_trains_its_trials_on_that_budget(results: Path) -> None:
+    """The search's steps are its trials' steps (the tiny preset's own are more): stored, keyed."""
+    preset_steps = registry().task_info("ltsf").presets["tiny"].budget["steps"]
+    steps = max(1, preset_steps // 4)
+    spec = resolve(RunSpec(task="ltsf", method="optuna", preset="tiny", budget={"steps": steps},
+                           method_params={"trials": 2, "space": "lr"}))
+    row = Runner(Store(results)).run(spec)
+    assert row["status"] == "ok", row["error"]
+    children = Store(results).execute("SELECT budget_steps, gradient_updates FROM runs "
+                                      "WHERE parent_key = ?", [spec.run_key]).fetchall()
+    assert len(children) == 2
+    assert all(c[0] == steps and c[1] == steps for c in children), (children, steps)
