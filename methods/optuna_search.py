@@ -72,7 +72,7 @@ class OptunaSearch(Method):
                 break
             trial = study.ask()
             params = {name: suggest(trial, name, p) for name, p in space.items()}
-            row = run_trial(ctx, self.hp.inner, params)
+            row = run_trial(ctx, self.hp.inner, params, self.hp.trial_budget)
             loss = tracker.add(row, params)
             if row.get("status") == "ok" and loss != float("inf"):
                 study.tell(trial, loss)

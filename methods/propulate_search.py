@@ -115,7 +115,7 @@ class PropulateSearch(Method):
 
         def loss_fn(individual) -> float:
             params = decode(space, individual)
-            return tracker.add(run_trial(ctx, self.hp.inner, params), params)
+            return tracker.add(run_trial(ctx, self.hp.inner, params, self.hp.trial_budget), params)
 
         propagator = get_default_propagator(
             self.hp.pop_size, limits_for(space), self.hp.crossover_prob, self.hp.mutation_prob,

@@ -3,6 +3,11 @@
 A search is a method whose trials are child runs (``ctx.run_child``), each stored with this run's
 key as ``parent_key``. Its own row adopts the best trial's quality and carries the cost of every
 trial, because tuning is part of what the result cost.
+
+A trial trains the search run's steps and epochs (``trial_budget=search``), so a search asked for
+with a budget tunes at that budget and the trials' keys and rows say so; the search's seconds stay
+the whole search's limit, never one trial's. ``trial_budget=preset`` is the earlier behaviour:
+each trial trains its preset's budget whatever the search was given.
 """
 
 from __future__ import annotations
@@ -14,10 +19,14 @@ from typing import Any
 from joulebench.harness.context import TrainContext
 from joulebench.harness.params import Param, SpecError
 from joulebench.harness.registry import registry
+from joulebench.harness.spec import Budget
 
 SEARCH_PARAMS = {
     "inner": Param("backprop", help="the method whose parameters are searched"),
     "space": Param("lr", help="comma-separated parameters of the inner method (task.NAME: of the task); 'all': every searchable one of the method"),
+    "trial_budget": Param("search", choices=("search", "preset"),
+                          help="search: each trial trains this run's steps/epochs (its seconds limit "
+                               "the whole search); preset: each trial trains its preset's budget"),
 }
 
 
@@ -43,12 +52,27 @@ def search_space(inner: str, names: str, task: str | None = None) -> dict[str, P
     return space
 
 
-def run_trial(ctx: TrainContext, inner: str, params: dict[str, Any]) -> dict[str, Any]:
-    """One trial as a child run; ``task.``-prefixed values go to the task's parameters."""
+def trial_budget(search: Budget, mode: str) -> dict[str, Any] | None:
+    """The budget a trial is asked for: the search's steps and epochs (``search``), or none, so
+    the trial resolves its preset's (``preset``, or a search given seconds only). The search's
+    seconds are not handed on: they bound the search (Optuna starts no trial past them), and one
+    trial given all of them would leave the others nothing."""
+    if mode == "preset":
+        return None
+    per_trial = Budget(steps=search.steps, epochs=search.epochs)
+    return None if per_trial.is_empty() else per_trial.model_dump(exclude_none=True)
+
+
+def run_trial(ctx: TrainContext, inner: str, params: dict[str, Any],
+              budget_mode: str = "search") -> dict[str, Any]:
+    """One trial as a child run; ``task.``-prefixed values go to the task's parameters; its budget
+    is :func:`trial_budget` of this search's."""
     task_params = {k.removeprefix("task."): v for k, v in params.items() if k.startswith("task.")}
     method_params = {k: v for k, v in params.items() if not k.startswith("task.")}
+    budget = trial_budget(ctx.spec.budget, budget_mode)
     return ctx.run_child(method=inner, method_params=method_params,
-                         task_params={**ctx.spec.task_params, **task_params})
+                         task_params={**ctx.spec.task_params, **task_params},
+                         **({"budget": budget} if budget else {}))
 
 
 def trial_loss(row: dict[str, Any], ctx: TrainContext) -> float:

@@ -12,7 +12,7 @@ from joulebench.harness.runner import Runner
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store
 from joulebench.methods.propulate_search import decode, import_propulate, limits_for
-from joulebench.methods.search import search_space
+from joulebench.methods.search import search_space, trial_budget
 
 
 def test_optuna_search_stores_one_parent_and_one_child_per_trial(results: Path) -> None:
@@ -166,3 +166,30 @@ def test_a_finished_search_run_again_starts_afresh(results: Path) -> None:
     assert runner.run(spec)["status"] == "ok"
     again = runner.run(spec)  # what --force does
     assert again["status"] == "ok" and "x_earlier_trials" not in again
+
+
+def test_a_search_given_a_budget_trains_its_trials_on_that_budget(results: Path) -> None:
+    """The search's steps are its trials' steps (the tiny preset's own are more): stored, keyed."""
+    preset_steps = registry().task_info("ltsf").presets["tiny"].budget["steps"]
+    steps = max(1, preset_steps // 4)
+    spec = resolve(RunSpec(task="ltsf", method="optuna", preset="tiny", budget={"steps": steps},
+                           method_params={"trials": 2, "space": "lr"}))
+    row = Runner(Store(results)).run(spec)
+    assert row["status"] == "ok", row["error"]
+    children = Store(results).execute("SELECT budget_steps, gradient_updates FROM runs "
+                                      "WHERE parent_key = ?", [spec.run_key]).fetchall()
+    assert len(children) == 2
+    assert all(c[0] == steps and c[1] == steps for c in children), (children, steps)
+
+
+def test_trial_budget_hands_on_steps_and_epochs_never_the_search_seconds() -> None:
+    search = resolve(RunSpec(task="ltsf", method="optuna", preset="tiny",
+                             budget={"steps": 9, "epochs": 2.0, "seconds": 30.0}))
+    assert trial_budget(search.budget, "search") == {"steps": 9, "epochs": 2.0}
+    assert trial_budget(search.budget, "preset") is None
+    assert trial_budget(resolve(RunSpec(task="ltsf", method="optuna", budget={"seconds": 5.0})).budget,
+                        "search") is None  # seconds only: the trial trains its preset's budget
+    # a search without a budget of its own: its trials keep the keys they had (the preset's budget)
+    default = resolve(RunSpec(task="ltsf", method="optuna", preset="tiny"))
+    inherited = resolve(RunSpec(task="ltsf", preset="tiny", budget=trial_budget(default.budget, "search")))
+    assert inherited.run_key == resolve(RunSpec(task="ltsf", preset="tiny")).run_key

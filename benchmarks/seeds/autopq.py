@@ -51,9 +51,9 @@ BASELINES = ("quantile", "conformal", "gauss")
 
 
 PRESET = "short"
-"""The task's preset of this benchmark: Load-BW, 150 steps (about 2 epochs), 50 samples. A search's
-trials run their preset's budget, so the default configuration's runs and the advanced search's
-trials train the same 150 steps only when the budget comes from the preset. Both modes use it
+"""The task's preset of this benchmark: Load-BW, 150 steps (about 2 epochs), 50 samples. The
+default configuration's runs and the advanced search's trials train the same 150 steps (a search's
+trials train the search's steps, here the preset's: ``trial_budget=search``). Both modes use it
 (the full mode adds the third seed): sized for the shared two-core machine (load 14–20: one seed
 took about 15 minutes niced); the task's full preset trains 60 epochs."""
 TRIALS = 4
