@@ -9,8 +9,9 @@ at the same global batch (one process with a 4× batch; with ``--real-ranks`` DD
 ranks too). Estimated energy is ∝ time here, so only bytes and quality are headlines.
 
 Measured (2026-12-02, 60 steps): compression 1.00. Six warm-up steps from the initialisation
-leave every weight's spectrum flat (no singular value under 0.1 × the largest), so every factor
-takes its rank cap and A + B hold as many parameters as W; the traffic saving then comes from the
+leave every weight's spectrum too flat to cut (more singular values above 0.1 × the largest than
+the rank cap allows: the stored ``x_ranks`` are all at the cap), so A + B hold as many parameters
+as W; the traffic saving then comes from the
 schedule (ab_steps 10 / full_steps 10: a group of one rank sends nothing during its AB steps),
 not from low rank. The paper's 44 : 1 needs spectra that training has made decay (its epochs).
 
