@@ -464,6 +464,21 @@ def activity_forward_gradient(loss_fn: Callable[[], torch.Tensor], taps: _Linear
     return loss, _linear_grads(calls, out_grads)
 
 
+def model_activity_gradient(model: nn.Module, loss_fn: Callable[[], torch.Tensor], **kw
+                            ) -> tuple[torch.Tensor, dict[nn.Parameter, torch.Tensor], list[int]]:
+    """:func:`activity_forward_gradient` over every nn.Linear of ``model``, the hooks attached for
+    this call only: (loss, {parameter: grad}, each Linear call's perturbed size per sample, so
+    that a caller can pick k = the widest layer's, where the per-layer projection is exact).
+    For studies of the estimator outside a training loop (the seed benchmark)."""
+    taps = _LinearTaps([m for m in model.modules() if isinstance(m, nn.Linear)])
+    try:
+        loss, grads = activity_forward_gradient(loss_fn, taps, **kw)
+        widths = [c[2][0].numel() for c in taps.calls]
+    finally:
+        taps.remove()
+    return loss, grads, widths
+
+
 # -- the method ----------------------------------------------------------------------------------
 class _LossCall(nn.Module):
     """``task.loss(model, batch)`` as a module, so that functional_call can swap the parameters."""

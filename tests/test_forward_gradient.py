@@ -19,6 +19,7 @@ from joulebench.methods.forward_gradient import (  # noqa: E402
     Combiner,
     _LinearTaps,
     activity_forward_gradient,
+    model_activity_gradient,
     project,
     unsupported_model,
     weight_forward_gradient,
@@ -386,3 +387,45 @@ def test_every_sample_is_perturbed_along_the_same_tangent():
     assert not torch.equal(tangents(0, torch.Size([5, 3, 4]))[0], u[0])
     tangents.active = {1}
     assert tangents(0, torch.Size([5, 3, 4])) is None and tangents.sizes == [12]
+
+
+# -- the seed benchmark's activity-perturbation row (issue 18) -----------------------------------
+def seed_benchmark():
+    """``benchmarks/seeds/forward_gradient.py`` as a module (it is a script, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "seeds" / "forward_gradient.py"
+    spec = importlib.util.spec_from_file_location("seed_forward_gradient", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed_benchmark_activity_row_is_exact_at_the_widest_layer_and_rises_with_k(capsys):
+    bench = seed_benchmark()
+    task, model, data = ltsf_mlp_batch()
+    true = flat(torch.autograd.grad(task.loss(model, data), list(model.parameters())))
+    cos = bench.activity_cosines(task, model, data, true, seed=0, ks=[1, 4], draws=4)
+    assert set(cos) == {("activity", c, k) for c in ("mean", "projection") for k in (1, 4, "n_max")}
+    assert cos["activity", "projection", "n_max"] > 0.9999  # per layer, k = widest per-sample output
+    assert cos["activity", "projection", 1] < cos["activity", "projection", 4] < 0.99
+    _, est, widths = model_activity_gradient(model, lambda: task.sample_losses(model, data), k=2,
+                                             combine="mean", distribution="gaussian",
+                                             generator=torch.Generator().manual_seed(0), scope="tensor")
+    assert widths == per_sample_widths(model, data) and set(est) == set(model.parameters())
+    bench.print_approximation({0: {**cos, **{(s, c, k): 0.5 for s in ("tensor", "global")
+                                            for c in ("mean", "projection") for k in (1, 4, "n_max")}}},
+                              [0], [1, 4])
+    assert "| activity, per layer | projection | " in capsys.readouterr().out
+
+
+def test_seed_benchmark_trains_the_activity_perturbation_as_in_the_paper():
+    import argparse
+
+    bench = seed_benchmark()
+    specs = bench.training_specs(argparse.Namespace(quick=True, seeds=None))
+    activity = [s for s in specs if s.method == "forward_gradient" and s.method_params["perturb"] == "activity"]
+    assert activity and {(s.method_params["activity_tangent"], s.method_params["projection_scope"])
+                         for s in activity} == {("shared", "tensor")}
+    assert {s.method_params["combine"] for s in activity} == {"mean", "projection"}

@@ -5,18 +5,21 @@ Two parts, as the paper's two questions:
 1. Approximation (one LTSF batch, the initial MLP, the estimator computed from the true gradient
    so that only the combination is measured): mean cosine to the true gradient over draws for
    k ∈ {1, 4, 16, 64} and k = n_max (the largest tensor: per tensor the projection is then exact),
-   mean vs projection, per tensor (the paper's) and over all parameters at once (global).
+   mean vs projection, weight perturbation per tensor (the paper's) and over all parameters at
+   once (global), and activity perturbation as in the paper (each Linear's outputs, the tangent
+   shared by the batch, one derivative per sample, per layer; n_max: the widest layer's output).
 2. Optimisation (through the harness, forward mode, plain SGD as in the paper): validation MSE
-   after a fixed number of steps for mean and projection at each k, each at its best learning
-   rate from a per-method grid (the projection's rates are ~100x the mean's, as in the paper).
+   after a fixed number of steps for mean and projection at each k, weight and activity
+   perturbation, each at its best learning rate from a per-method grid (the projection's rates
+   are ~100x the mean's, as in the paper).
 
     .venv/bin/python benchmarks/seeds/forward_gradient.py --quick
     .venv/bin/python benchmarks/seeds/forward_gradient.py --results /tmp/fg-full
 
 Headlines: ``cosine_ratio_projection_mean_k16`` (per tensor), ``cosine_gain_k64_over_k1``
 (projection, per tensor), and from training ``mse_ratio_projection_mean_k<k>`` (< 1: projection
-better) and ``mse_ratio_k<max>_over_k1_<combine>`` (< 1: more tangents help); median and range
-over seeds.
+better) and ``mse_ratio_k<max>_over_k1_<combine>`` (< 1: more tangents help); the same with the
+suffix ``_activity`` for activity perturbation; median and range over seeds.
 """
 
 from __future__ import annotations
@@ -33,15 +36,25 @@ from torch import nn  # noqa: E402
 
 from joulebench.harness.registry import registry  # noqa: E402
 from joulebench.harness.spec import RunSpec, resolve  # noqa: E402
-from joulebench.methods.forward_gradient import weight_forward_gradient  # noqa: E402
+from joulebench.methods.forward_gradient import (  # noqa: E402
+    model_activity_gradient,
+    weight_forward_gradient,
+)
 
 TASK = {"model": "mlp"}
 KS = {"quick": (1, 16), "full": (1, 4, 16, 64)}
-LR_GRID = {"mean": {"quick": (1e-3, 1e-2), "full": (1e-3, 1e-2)},
-           "projection": {"quick": (0.3, 3.0), "full": (0.3, 3.0)}}
+PERTURBATIONS = ("weight", "activity")
+"""activity: the paper's activity perturbation (perturb=activity; per layer, shared tangent)."""
+LR_GRID = {("weight", "mean"): {"quick": (1e-3, 1e-2), "full": (1e-3, 1e-2)},
+           ("weight", "projection"): {"quick": (0.3, 3.0), "full": (0.3, 3.0)},
+           ("activity", "mean"): {"quick": (1e-3, 1e-2), "full": (1e-3, 1e-2)},
+           ("activity", "projection"): {"quick": (0.3, 3.0, 10.0), "full": (0.3, 3.0, 10.0)}}
+"""Activity projection gets a third, larger rate (10, the method's highest): its estimate's length is ≈ √(k/n) of the
+gradient's with n the layer's per-sample output (a few hundred here), so at k = 1 the step along
+the gradient is ~k/n of backprop's at the same rate."""
 STEPS = {"quick": 60, "full": 150}
-"""Full: 3 seeds × (2 backprop + 2 combinations × 4 k × 2 lr) = 54 runs, sized for a shared 2-core
-machine at a load of ~15 (niced); the paper trains 200 epochs."""
+"""Full: 3 seeds × (2 backprop + 2 perturbations × 2 combinations × 4 k × 2 lr + 4 k × 1 lr) = 114 runs,
+sized for a shared 2-core machine at a load of ~15 (niced); the paper trains 200 epochs."""
 
 
 class _Loss(nn.Module):
@@ -55,15 +68,38 @@ class _Loss(nn.Module):
         return self.task.loss(self.model, batch)
 
 
-def approximation(seed: int, ks: list[int], draws: int) -> dict[tuple[str, str, int | str], float]:
-    """Mean cosine to the true gradient per (scope, combine, k); k "n_max" is the largest tensor's
-    size (one draw: the per-tensor projection is then exact)."""
+Cosines = dict[tuple[str, str, "int | str"], float]
+"""(perturbation scope, combine, k) → mean cosine to the true gradient; scope ``tensor`` and
+``global`` perturb the weights, ``activity`` the Linear outputs (per layer, shared tangent)."""
+
+
+def approximation(seed: int, ks: list[int], draws: int) -> Cosines:
+    """Mean cosine to the true gradient per (scope, combine, k) on one batch of the initial model;
+    k "n_max" is the size where the per-part projection is exact (one draw): the largest tensor
+    for weight perturbation, the widest layer's per-sample output for activity perturbation."""
     spec = resolve(RunSpec(task="ltsf", preset="tiny", task_params=TASK, seed=seed))
     torch.manual_seed(seed)
     task = registry().task("ltsf")(spec.task_params, "tiny", seed, torch.device("cpu"))
     task.setup()
     model = task.build_model()
     batch = next(iter(task.train_loader(generator=torch.Generator().manual_seed(seed))))
+    params = list(model.parameters())
+    true = flat(torch.autograd.grad(task.loss(model, batch), params))
+    out = weight_cosines(task, model, batch, true, seed, ks, draws)
+    out.update(activity_cosines(task, model, batch, true, seed, ks, draws))
+    return out
+
+
+def flat(grads) -> torch.Tensor:
+    return torch.cat([g.reshape(-1) for g in grads])
+
+
+def cosine(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float(nn.functional.cosine_similarity(a, b, dim=0))
+
+
+def weight_cosines(task, model, batch, true, seed: int, ks: list[int], draws: int) -> Cosines:
+    """Weight perturbation, per tensor (the paper's) and over all parameters at once."""
     wrapper = _Loss(task, model)
     names = ["model." + n for n, _ in model.named_parameters()]
     params = [p for _, p in model.named_parameters()]
@@ -71,22 +107,44 @@ def approximation(seed: int, ks: list[int], draws: int) -> dict[tuple[str, str, 
     def fn(*ps):
         return torch.func.functional_call(wrapper, dict(zip(names, ps, strict=True)), (batch,))
 
-    true = torch.cat([g.reshape(-1) for g in torch.autograd.grad(fn(*params), params)])
     n_max = max(p.numel() for p in params)
     out = {}
     for scope in ("tensor", "global"):
         for combine in ("mean", "projection"):
             gen = torch.Generator().manual_seed(1000 + seed)
             for k in [*ks, "n_max"]:
-                total = 0.0
                 repeats = 1 if k == "n_max" else draws
-                for _ in range(repeats):
-                    est = weight_forward_gradient(fn, params, k=n_max if k == "n_max" else k,
-                                                  combine=combine, scope=scope,
-                                                  generator=gen, source="backprop")[1]
-                    flat = torch.cat([g.reshape(-1) for g in est])
-                    total += float(nn.functional.cosine_similarity(flat, true, dim=0))
-                out[scope, combine, k] = total / repeats
+                out[scope, combine, k] = sum(
+                    cosine(flat(weight_forward_gradient(fn, params, k=n_max if k == "n_max" else k,
+                                                        combine=combine, scope=scope, generator=gen,
+                                                        source="backprop")[1]), true)
+                    for _ in range(repeats)) / repeats
+    return out
+
+
+def activity_cosines(task, model, batch, true, seed: int, ks: list[int], draws: int) -> Cosines:
+    """Activity perturbation as in the paper: per layer, each layer's tangent shared by the batch,
+    one derivative per sample (the estimator from the true output gradients)."""
+    params = list(model.parameters())
+
+    def estimate(k: int, combine: str, gen: torch.Generator):
+        _, grads, widths = model_activity_gradient(
+            model, lambda: task.sample_losses(model, batch), k=k, combine=combine,
+            distribution="gaussian", generator=gen, source="backprop", scope="tensor", tangent="shared")
+        missing = [i for i, p in enumerate(params) if p not in grads]
+        if missing:
+            raise RuntimeError(f"activity perturbation left parameters {missing} without a gradient")
+        return flat(grads[p] for p in params), widths
+
+    n_max = max(estimate(1, "mean", torch.Generator().manual_seed(0))[1])
+    out = {}
+    for combine in ("mean", "projection"):
+        gen = torch.Generator().manual_seed(2000 + seed)
+        for k in [*ks, "n_max"]:
+            repeats = 1 if k == "n_max" else draws
+            out["activity", combine, k] = sum(
+                cosine(estimate(n_max if k == "n_max" else k, combine, gen)[0], true)
+                for _ in range(repeats)) / repeats
     return out
 
 
@@ -99,26 +157,29 @@ def training_specs(args) -> list:
         for lr in (0.01, 0.1):
             out.append(resolve(RunSpec(**common_kw, method="backprop", seed=seed,
                                        method_params={"optimizer": "sgd", "momentum": 0.0, "lr": lr})))
-        for combine in ("mean", "projection"):
-            for k in KS[mode]:
-                for lr in LR_GRID[combine][mode]:
-                    out.append(resolve(RunSpec(**common_kw, method="forward_gradient", seed=seed,
-                                               method_params={"combine": combine, "tangents": k,
-                                                              "lr": lr})))
+        for perturb in PERTURBATIONS:
+            for combine in ("mean", "projection"):
+                for k in KS[mode]:
+                    for lr in LR_GRID[perturb, combine][mode]:
+                        extra = {"perturb": "activity"} if perturb == "activity" else {}
+                        out.append(resolve(RunSpec(**common_kw, method="forward_gradient", seed=seed,
+                                                   method_params={"combine": combine, "tangents": k,
+                                                                  "lr": lr, **extra})))
     return out
 
 
-def best_val(rows) -> dict[tuple[str, int], dict[int, float]]:
-    """(combine, k) → seed → val MSE at the lr with the best median val MSE over seeds."""
+def best_val(rows) -> dict[tuple[str, str, int], dict[int, float]]:
+    """(perturb, combine, k) → seed → val MSE at the lr with the best median val MSE over seeds."""
     ok = common.ok(rows).copy()
     ok = ok[ok["method"] == "forward_gradient"]
     params = ok["method_params"].map(json.loads)
+    ok["perturb"] = params.map(lambda p: p.get("perturb", "weight"))
     ok["combine"], ok["k"], ok["lr"] = (params.map(lambda p: p["combine"]), params.map(lambda p: p["tangents"]),
                                         params.map(lambda p: p["lr"]))
     out = {}
-    for (combine, k), g in ok.groupby(["combine", "k"]):
+    for (perturb, combine, k), g in ok.groupby(["perturb", "combine", "k"]):
         lr = g.groupby("lr")["val_mse"].median().idxmin()
-        out[combine, int(k)] = g[g["lr"] == lr].set_index("seed")["val_mse"].to_dict()
+        out[perturb, combine, int(k)] = g[g["lr"] == lr].set_index("seed")["val_mse"].to_dict()
     return out
 
 
@@ -136,12 +197,12 @@ def main() -> None:
     seeds = common.seeds(args)
     ks = list(KS["full"])
     draws = args.draws or (10 if args.quick else 40)
+    specs = training_specs(args)  # before the cosines: a spec out of range fails at once
     if args.skip_approximation:
         cos = {}
     else:
         cos = {seed: approximation(seed, ks, draws) for seed in seeds}
         print_approximation(cos, seeds, ks)
-    specs = training_specs(args)
     rows = common.run_specs(specs, args)
     print(common.table(rows, specs))
     if cos:
@@ -149,33 +210,41 @@ def main() -> None:
     training_headlines(rows, mode)
 
 
+APPROXIMATION_ROWS = (("tensor", "weight, per tensor"), ("global", "weight, global"),
+                      ("activity", "activity, per layer"))
+
+
 def print_approximation(cos, seeds, ks) -> None:
-    print("| scope | combine | " + " | ".join(f"k={k}" for k in ks) + " | k=n_max |")
+    print("| perturbation | combine | " + " | ".join(f"k={k}" for k in ks) + " | k=n_max |")
     print("|---|---|" + "---|" * (len(ks) + 1))
-    for scope in ("tensor", "global"):
+    for scope, label in APPROXIMATION_ROWS:
         for combine in ("mean", "projection"):
             cells = [common.median_range(cos[s][scope, combine, k] for s in seeds)[0] for k in [*ks, "n_max"]]
-            print(f"| {scope} | {combine} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
+            print(f"| {label} | {combine} | " + " | ".join(f"{c:.3f}" for c in cells) + " |")
 
 
 def print_cosine_headlines(cos, seeds) -> None:
-    print(common.headline("cosine_ratio_projection_mean_k16",
-                          [cos[s]["tensor", "projection", 16] / cos[s]["tensor", "mean", 16] for s in seeds]))
-    print(common.headline("cosine_ratio_projection_mean_k16_global",
-                          [cos[s]["global", "projection", 16] / cos[s]["global", "mean", 16] for s in seeds]))
-    print(common.headline("cosine_gain_k64_over_k1",
-                          [cos[s]["tensor", "projection", 64] / cos[s]["tensor", "projection", 1] for s in seeds]))
+    for scope, suffix in (("tensor", ""), ("global", "_global"), ("activity", "_activity")):
+        print(common.headline(f"cosine_ratio_projection_mean_k16{suffix}",
+                              [cos[s][scope, "projection", 16] / cos[s][scope, "mean", 16] for s in seeds]))
+    for scope, suffix in (("tensor", ""), ("activity", "_activity")):
+        print(common.headline(f"cosine_gain_k64_over_k1{suffix}",
+                              [cos[s][scope, "projection", 64] / cos[s][scope, "projection", 1] for s in seeds]))
 
 
 def training_headlines(rows, mode: str) -> None:
     best = best_val(rows)
-    for k in KS[mode]:
-        if ("mean", k) in best and ("projection", k) in best:
-            print(common.headline(f"mse_ratio_projection_mean_k{k}", ratios(best["projection", k], best["mean", k])))
     top = max(KS[mode])
-    for combine in ("mean", "projection"):
-        if (combine, top) in best and (combine, 1) in best:
-            print(common.headline(f"mse_ratio_k{top}_over_k1_{combine}", ratios(best[combine, top], best[combine, 1])))
+    for perturb in PERTURBATIONS:
+        suffix = "" if perturb == "weight" else f"_{perturb}"
+        for k in KS[mode]:
+            if (perturb, "mean", k) in best and (perturb, "projection", k) in best:
+                print(common.headline(f"mse_ratio_projection_mean_k{k}{suffix}",
+                                      ratios(best[perturb, "projection", k], best[perturb, "mean", k])))
+        for combine in ("mean", "projection"):
+            if (perturb, combine, top) in best and (perturb, combine, 1) in best:
+                print(common.headline(f"mse_ratio_k{top}_over_k1_{combine}{suffix}",
+                                      ratios(best[perturb, combine, top], best[perturb, combine, 1])))
 
 
 if __name__ == "__main__":
