@@ -378,7 +378,8 @@ def choose_energy_model(rows: pd.DataFrame) -> tuple[EnergyModel, dict[str, floa
     return fit_energy(rows, linear), errors
 
 
-def plan_forecasts(specs: list[ResolvedSpec], store, g_per_kwh: float) -> tuple[list[Forecast], str, str]:
+def plan_forecasts(specs: list[ResolvedSpec], store, g_per_kwh: float,
+                   max_error: float = FACTOR_MAX_ERROR) -> tuple[list[Forecast], str, str]:
     """Forecasts for planned runs from the store's rows of this machine's hardware class."""
     from joulebench.harness.provenance import provenance
 
@@ -389,7 +390,7 @@ def plan_forecasts(specs: list[ResolvedSpec], store, g_per_kwh: float) -> tuple[
     if rows.empty:
         return [Forecast(_label(s), None) for s in specs], hw, "no stored runs of this hardware class"
     model, _ = choose_energy_model(rows)
-    factors, check = basis_factors(rows)
+    factors, check = basis_factors(rows, max_error)
     pairs = CostFactors(rows).pairs if factors is None else factors.pairs
     return ([forecast(spec_features(s), rows, model, _label(s), g_per_kwh, factors=factors) for s in specs],
             hw, f"{model.describe()}; time: closest stored level, else {FACTORS} ({pairs} pairs; "
@@ -420,9 +421,9 @@ def format_forecasts(forecasts: list[Forecast], hw: str, model: str) -> str:
                                         if missing else []))
 
 
-def format_validation(rows: pd.DataFrame) -> str:
+def format_validation(rows: pd.DataFrame, max_error: float = FACTOR_MAX_ERROR) -> str:
     model, candidates = choose_energy_model(rows)
-    check = check_factors(rows)
+    check = check_factors(rows, max_error)
     errors = loco_errors(rows, model.linear, factors_ok=not check.held_back)
     scored = errors[errors["basis"] != "no basis"]
     lines = [f"leave-one-cell-out over {len(errors)} stored cells ({len(rows)} runs); {model.describe()}",
@@ -478,19 +479,25 @@ def parse_energy(text: str) -> float:
 
 
 # -- commands -------------------------------------------------------------------------------------------
-def print_estimate(specs: list[ResolvedSpec], results, validate: bool) -> None:
+def print_estimate(specs: list[ResolvedSpec], results, validate: bool,
+                   max_error: float | None = None) -> None:
     from joulebench.harness import carbon
+    from joulebench.harness.params import SpecError
     from joulebench.harness.store import Store
 
+    if max_error is None:
+        max_error = FACTOR_MAX_ERROR
+    if not max_error > 0:
+        raise SpecError(f"--factor-max-error {max_error}: give a positive fraction, e.g. 0.5 (inf: always use)")
     store = Store(results)
     if specs:
-        forecasts, hw, model = plan_forecasts(specs, store, carbon.intensity(None).g_per_kwh)
+        forecasts, hw, model = plan_forecasts(specs, store, carbon.intensity(None).g_per_kwh, max_error)
         print(format_forecasts(forecasts, hw, model))
     if validate:
         rows = history(store)
         for hw, group in rows.groupby("hw") if len(rows) else ():
             print(f"\n{hw}:")
-            print(format_validation(group.reset_index(drop=True)))
+            print(format_validation(group.reset_index(drop=True), max_error))
         if not len(rows):
             print("no stored ok runs to validate the forecast on")
 

@@ -207,3 +207,13 @@ def test_factor_basis_is_kept_where_it_validates_and_held_back_where_nothing_val
     # three cells, none of which the others identify: the basis is unvalidated, so not used
     lone = grid_rows({("mlp", "backprop"): 1e-3, ("mlp", "f3"): 2e-3, ("dlinear", "f3"): 4e-3})
     assert check_factors(lone).cells == 0 and basis_factors(lone)[0] is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_a_bad_factor_max_error_is_a_one_line_error(tmp_path, capsys, value):
+    path = tmp_path / "capped.toml"
+    path.write_text(CAMPAIGN)
+    code = main(["campaign", "plan", str(path), "--results", str(tmp_path / "r"), "--estimate",
+                 "--factor-max-error", value])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--factor-max-error" in err and "\n" not in err
