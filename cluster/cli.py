@@ -34,6 +34,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                            help="forecast train seconds, joules, device-hours and CO2 from stored runs")
             c.add_argument("--validate", action="store_true",
                            help="with --estimate: the leave-one-cell-out error of the forecast on stored runs")
+            c.add_argument("--factor-max-error", type=float, default=None, metavar="FRACTION",
+                           help="hold back the workload × method factor basis when its leave-one-cell-out "
+                                "median error is above this (default 0.5; inf: always use it)")
         if name == "run":
             c.add_argument("--max-energy", default=None, metavar="ENERGY",
                            help="e.g. 500kJ: refuse when the forecast exceeds it, stop launching at it")
@@ -73,7 +76,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     if args.estimate or args.validate:
         from joulebench.cluster.estimate import print_estimate
 
-        print_estimate([s for s in specs if s.run_key not in done], results_dir(args), args.validate)
+        print_estimate([s for s in specs if s.run_key not in done], results_dir(args), args.validate,
+                       args.factor_max_error)
     return 0
 
 

@@ -11,8 +11,10 @@ The forecast has two parts, both fitted on stored ``ok`` rows of the same hardwa
    log(s/sample) = u[workload] + v[method], a workload being task, preset and task parameters.
    It predicts a pair only where the data identify it: the workload and the method are connected
    in the graph whose edges are the stored (workload, method) pairs, as in a grid campaign (each
-   method ran on several workloads, each workload with several methods). A run with no level and
-   no identified pair is reported as "no basis", never guessed.
+   method ran on several workloads, each workload with several methods). The factor model is
+   itself validated leave-one-cell-out on the history and held back when its median error is above
+   ``FACTOR_MAX_ERROR`` (50 %) or nothing validates it. A run with no level and no identified pair
+   (or only a held-back factor basis) is reported as "no basis", never guessed.
 2. **Joules** from the energy-scaling seed's shape, energy = a · device-hours (train), where ``a``
    (J per device-hour) may depend on samples and updates per device-hour. Both a constant ``a``
    and ``a`` linear in those two rates are fitted; the one with the smaller leave-one-cell-out
@@ -48,6 +50,10 @@ LEVELS = (("same configuration", CONFIG),
 """Similarity levels a forecast is made from, closest first."""
 FACTORS = "workload × method factors"
 """The basis label of a forecast from the factor model (``CostFactors``)."""
+FACTOR_MAX_ERROR = 0.5
+"""The factor basis is held back (its runs are "no basis") when its own leave-one-cell-out median
+error of train seconds on the stored history is above this, or when no stored cell validates it:
+a forecast that misses by more than half is a guess, and the forecast never guesses silently."""
 GUESSES = (("other method", ["task", "preset", "task_params"]),
            ("other model", ["task", "preset", "method"]))
 """Looser levels that are *not* a basis: on the demo campaign, seconds per sample moved by 40 % to
@@ -88,6 +94,29 @@ class EnergyModel:
         c0, c1, c2 = self.coef
         return (f"energy = a · device-hours, a = {c0:,.0f} + {c1:.4g}·samples/dh + {c2:.4g}·updates/dh "
                 "J per device-hour")
+
+
+@dataclass
+class FactorCheck:
+    """The factor model's own leave-one-cell-out validation on a history, and whether it is used."""
+
+    error: float | None
+    """Median absolute percentage error of train seconds over the cells it forecast once left
+    out; None when it could forecast none of them."""
+    cells: int
+    max_error: float = FACTOR_MAX_ERROR
+
+    @property
+    def held_back(self) -> bool:
+        return self.error is None or self.error > self.max_error
+
+    def describe(self) -> str:
+        if self.error is None:
+            return "factor basis held back: no stored cell validates it (none is identified once left out)"
+        verdict = (f"held back (above {self.max_error:.0%})" if self.held_back
+                   else f"used (at most {self.max_error:.0%})")
+        return (f"factor basis {verdict}: leave-one-cell-out median error {self.error:.1%} "
+                f"over {self.cells} cells")
 
 
 class CostFactors:
@@ -241,6 +270,32 @@ def _from_factors(target: dict[str, Any], rows: pd.DataFrame, factors: CostFacto
     return FACTORS, float(per_sample * samples), workload
 
 
+def _target(first: pd.Series) -> dict[str, Any]:
+    """A stored cell's configuration as a planned run's target."""
+    return {c: (None if pd.isna(first[c]) else first[c]) for c in CONFIG}
+
+
+def check_factors(rows: pd.DataFrame, max_error: float = FACTOR_MAX_ERROR) -> FactorCheck:
+    """The factor model alone, leave-one-cell-out: each cell whose workload and method the others
+    identify is forecast from them (whether or not a closer level would have served it)."""
+    errs = []
+    for _, cell in _cells(rows):
+        rest = rows.drop(index=cell.index)
+        if not len(rest):
+            continue
+        level, train_s, _ = _from_factors(_target(cell.iloc[0]), rest, CostFactors(rest))
+        if level is not None:
+            errs.append(abs(train_s / float(cell["train_s"].median()) - 1))
+    return FactorCheck(float(np.median(errs)) if errs else None, len(errs), max_error)
+
+
+def basis_factors(rows: pd.DataFrame, max_error: float = FACTOR_MAX_ERROR
+                  ) -> tuple[CostFactors | None, FactorCheck]:
+    """The factor model a forecast may use on this history: None where its check holds it back."""
+    check = check_factors(rows, max_error)
+    return (None if check.held_back else CostFactors(rows)), check
+
+
 def fit_energy(rows: pd.DataFrame, linear: bool) -> EnergyModel:
     a = rows["train_energy_j"] / rows["train_dh"]
     if not linear:
@@ -271,8 +326,10 @@ def _cells(rows: pd.DataFrame) -> list[tuple[Any, pd.DataFrame]]:
     return list(keyed.groupby("_cfg"))
 
 
-def loco_errors(rows: pd.DataFrame, linear: bool) -> pd.DataFrame:
-    """Each cell forecast from the others: absolute percentage error of train seconds and joules."""
+def loco_errors(rows: pd.DataFrame, linear: bool, factors_ok: bool = True) -> pd.DataFrame:
+    """Each cell forecast from the others: absolute percentage error of train seconds and joules.
+    With ``factors_ok`` False (the factor basis held back) the factor model is not a basis; where
+    it would have served a cell, what it would have given is kept as that cell's guess."""
     out = []
     for _, cell in _cells(rows):
         rest = rows.drop(index=cell.index)
@@ -280,9 +337,14 @@ def loco_errors(rows: pd.DataFrame, linear: bool) -> pd.DataFrame:
             continue
         model = fit_energy(rest, linear)
         first = cell.iloc[0]
-        target = {c: (None if pd.isna(first[c]) else first[c]) for c in CONFIG}
-        f = forecast(target, rest, model, "", 0.0, factors=CostFactors(rest))
-        guess = forecast(target, rest, model, "", 0.0, GUESSES) if f.basis is None else None
+        target = _target(first)
+        f = forecast(target, rest, model, "", 0.0, factors=CostFactors(rest) if factors_ok else None)
+        guess = None
+        if f.basis is None and not factors_ok:
+            guess = forecast(target, rest, model, "", 0.0, (), CostFactors(rest))
+            guess.basis = f"{FACTORS} (held back)" if guess.basis else None
+        if f.basis is None and (guess is None or not guess.basis):
+            guess = forecast(target, rest, model, "", 0.0, GUESSES)
         guess = guess if guess is not None and guess.basis else None
         actual_s, actual_j = float(cell["train_s"].median()), float(cell["train_energy_j"].median())
         out.append({"cell": f"{first['task']}/{first['preset']}/{first['model']}/{first['method']}",
@@ -316,7 +378,8 @@ def choose_energy_model(rows: pd.DataFrame) -> tuple[EnergyModel, dict[str, floa
     return fit_energy(rows, linear), errors
 
 
-def plan_forecasts(specs: list[ResolvedSpec], store, g_per_kwh: float) -> tuple[list[Forecast], str, str]:
+def plan_forecasts(specs: list[ResolvedSpec], store, g_per_kwh: float,
+                   max_error: float = FACTOR_MAX_ERROR) -> tuple[list[Forecast], str, str]:
     """Forecasts for planned runs from the store's rows of this machine's hardware class."""
     from joulebench.harness.provenance import provenance
 
@@ -327,9 +390,11 @@ def plan_forecasts(specs: list[ResolvedSpec], store, g_per_kwh: float) -> tuple[
     if rows.empty:
         return [Forecast(_label(s), None) for s in specs], hw, "no stored runs of this hardware class"
     model, _ = choose_energy_model(rows)
-    factors = CostFactors(rows)
+    factors, check = basis_factors(rows, max_error)
+    pairs = CostFactors(rows).pairs if factors is None else factors.pairs
     return ([forecast(spec_features(s), rows, model, _label(s), g_per_kwh, factors=factors) for s in specs],
-            hw, f"{model.describe()}; time: closest stored level, else {FACTORS} ({factors.pairs} pairs)")
+            hw, f"{model.describe()}; time: closest stored level, else {FACTORS} ({pairs} pairs; "
+                f"{check.describe()})")
 
 
 def _label(spec: ResolvedSpec) -> str:
@@ -356,13 +421,15 @@ def format_forecasts(forecasts: list[Forecast], hw: str, model: str) -> str:
                                         if missing else []))
 
 
-def format_validation(rows: pd.DataFrame) -> str:
+def format_validation(rows: pd.DataFrame, max_error: float = FACTOR_MAX_ERROR) -> str:
     model, candidates = choose_energy_model(rows)
-    errors = loco_errors(rows, model.linear)
+    check = check_factors(rows, max_error)
+    errors = loco_errors(rows, model.linear, factors_ok=not check.held_back)
     scored = errors[errors["basis"] != "no basis"]
     lines = [f"leave-one-cell-out over {len(errors)} stored cells ({len(rows)} runs); {model.describe()}",
              "energy-model candidates (median error given true device-hours): "
              + ", ".join(f"{k} {v:.1%}" for k, v in candidates.items()),
+             check.describe(),
              "| cell | basis | train s actual | forecast | err | joules actual | forecast | err |",
              "|---|---|---|---|---|---|---|---|"]
     for _, e in errors.iterrows():
@@ -385,7 +452,8 @@ def format_validation(rows: pd.DataFrame) -> str:
         lines.append("no cell had a basis once left out")
     lines.append(f"coverage: {len(scored)} of {len(errors)} cells got a forecast, "
                  f"{len(errors) - len(scored)} no basis")
-    guessed = pd.to_numeric(errors["guess_err_s"], errors="coerce").dropna()
+    looser = errors[errors["guess"].isin([level for level, _ in GUESSES])]
+    guessed = pd.to_numeric(looser["guess_err_s"], errors="coerce").dropna()
     if len(guessed):
         lines.append(f"not used as a basis: the nearest looser level would have missed train seconds by "
                      f"{guessed.median():.0%} (median over {len(guessed)} cells)")
@@ -411,19 +479,25 @@ def parse_energy(text: str) -> float:
 
 
 # -- commands -------------------------------------------------------------------------------------------
-def print_estimate(specs: list[ResolvedSpec], results, validate: bool) -> None:
+def print_estimate(specs: list[ResolvedSpec], results, validate: bool,
+                   max_error: float | None = None) -> None:
     from joulebench.harness import carbon
+    from joulebench.harness.params import SpecError
     from joulebench.harness.store import Store
 
+    if max_error is None:
+        max_error = FACTOR_MAX_ERROR
+    if not max_error > 0:
+        raise SpecError(f"--factor-max-error {max_error}: give a positive fraction, e.g. 0.5 (inf: always use)")
     store = Store(results)
     if specs:
-        forecasts, hw, model = plan_forecasts(specs, store, carbon.intensity(None).g_per_kwh)
+        forecasts, hw, model = plan_forecasts(specs, store, carbon.intensity(None).g_per_kwh, max_error)
         print(format_forecasts(forecasts, hw, model))
     if validate:
         rows = history(store)
         for hw, group in rows.groupby("hw") if len(rows) else ():
             print(f"\n{hw}:")
-            print(format_validation(group.reset_index(drop=True)))
+            print(format_validation(group.reset_index(drop=True), max_error))
         if not len(rows):
             print("no stored ok runs to validate the forecast on")
 

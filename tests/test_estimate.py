@@ -9,8 +9,11 @@ import pandas as pd
 import pytest
 
 from joulebench.cluster.estimate import (
+    FACTOR_MAX_ERROR,
     FACTORS,
     CostFactors,
+    basis_factors,
+    check_factors,
     choose_energy_model,
     fit_energy,
     forecast,
@@ -170,3 +173,47 @@ def test_max_energy_stops_a_campaign_then_refuses_on_the_forecast(tmp_path, resu
     assert main(["campaign", "plan", *common, "--estimate"]) == 0
     out = capsys.readouterr().out
     assert out.count("same configuration") == 3 and "total (3 of 3 runs with a basis)" in out
+
+
+def test_factor_basis_is_held_back_where_its_own_left_out_error_is_high():
+    # a Latin square of costs: each model is slow under a different method, which no
+    # u[workload] + v[method] fits, so every pair the factors identify they miss by 10x or more
+    slow, fast = 1e-2, 1e-3
+    cost = {("mlp", "backprop"): fast, ("mlp", "f3"): fast, ("mlp", "forward_gradient"): slow,
+            ("dlinear", "backprop"): fast, ("dlinear", "f3"): slow, ("dlinear", "forward_gradient"): fast,
+            ("transformer", "backprop"): slow, ("transformer", "f3"): fast,
+            ("transformer", "forward_gradient"): fast}
+    rows = grid_rows(cost)
+    check = check_factors(rows)
+    assert check.cells == 9 and check.error > FACTOR_MAX_ERROR and check.held_back
+    factors, held = basis_factors(rows)
+    assert factors is None and held.held_back
+    # a pair the factor model identifies is "no basis" once the basis is held back
+    errors = loco_errors(rows, linear=False, factors_ok=False)
+    assert (errors["basis"] == "no basis").all()
+    text = format_validation(rows)
+    assert "factor basis held back" in text and "coverage: 0 of 9 cells got a forecast, 9 no basis" in text
+    assert f"{FACTORS} (held back) would miss by" in text
+
+
+def test_factor_basis_is_kept_where_it_validates_and_held_back_where_nothing_validates_it():
+    models = {"mlp": 1e-3, "dlinear": 1.5e-3, "transformer": 8e-3}
+    methods = {"backprop": 1.0, "f3": 0.8, "forward_gradient": 5.0}
+    rows = grid_rows({(m, k): a * b for m, a in models.items() for k, b in methods.items()})
+    check = check_factors(rows)
+    assert check.cells == 9 and check.error < 0.05 and not check.held_back
+    factors, _ = basis_factors(rows)
+    assert factors is not None and "factor basis used" in format_validation(rows)
+    # three cells, none of which the others identify: the basis is unvalidated, so not used
+    lone = grid_rows({("mlp", "backprop"): 1e-3, ("mlp", "f3"): 2e-3, ("dlinear", "f3"): 4e-3})
+    assert check_factors(lone).cells == 0 and basis_factors(lone)[0] is None
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_a_bad_factor_max_error_is_a_one_line_error(tmp_path, capsys, value):
+    path = tmp_path / "capped.toml"
+    path.write_text(CAMPAIGN)
+    code = main(["campaign", "plan", str(path), "--results", str(tmp_path / "r"), "--estimate",
+                 "--factor-max-error", value])
+    err = capsys.readouterr().err.strip()
+    assert code == 2 and "--factor-max-error" in err and "\n" not in err
