@@ -7,9 +7,10 @@
   newest by the attempt's ``started_at``, so an orphaned older attempt finishing late never wins.
   ``attempts`` and ``failed_attempts`` count the key's attempts.
 * ``curves``: the points of the attempt ``runs`` shows, once per (run_key, attempt, split, step).
-* ``leaderboard``: one row per cell (``cell_key``: the experiment minus the seed; v1 rows fall back
-  to task, preset, method, model and parameters and say ``key_scheme = 'v1'``), from
-  ``cells_query``, which the leaderboard app asks of its own copy of the rows.
+* ``leaderboard``: one row per cell and energy kind (``cell_key``: the experiment minus the seed;
+  v1 rows fall back to task, preset, method, model and parameters and say ``key_scheme = 'v1'``;
+  ``estimated``: estimated and measured joules never share a median), from ``cells_query``,
+  which the leaderboard app asks of its own copy of the rows.
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ SELECT p.* EXCLUDE (_attempt) FROM points p JOIN {runs} r ON p.run_key = r.run_k
 
 CURVES_VIEW = "CREATE OR REPLACE VIEW curves AS" + curve_points("curves_all", "runs")
 
+ESTIMATED = "coalesce(energy_estimated, true)"
+"""A row's energy kind: estimated unless it says measured (a row that does not say counts as
+estimated). Cells are split by it: estimated and measured joules never share a median."""
+
 CELL = "coalesce(cell_key, 'v1:' || concat_ws('|', task, preset, method, model, method_params, task_params))"
 """A row's cell: its ``cell_key`` (the experiment minus the seed); v1 rows by their configuration."""
 
@@ -87,7 +92,7 @@ cells AS (
            quantile_cont(primary_value, 0.75) FILTER (WHERE chosen) AS primary_q75,
            median(train_energy_j) FILTER (WHERE chosen) AS train_energy_j,
            string_agg(DISTINCT energy_source, ' | ') FILTER (WHERE chosen) AS energy_source,
-           bool_or(energy_estimated) FILTER (WHERE chosen) AS energy_estimated,
+           bool_or({ESTIMATED}) FILTER (WHERE chosen) AS energy_estimated,
            median(train_s) FILTER (WHERE chosen) AS train_s,
            median(co2_g) FILTER (WHERE chosen) AS co2_g,
            median(device_hours) FILTER (WHERE chosen) AS device_hours,
@@ -105,6 +110,7 @@ FROM cells
 
 
 LEADERBOARD_VIEW = "CREATE OR REPLACE VIEW leaderboard AS" + cells_query(
-    "(SELECT *, status = 'ok' AS chosen FROM runs WHERE parent_key IS NULL)")
+    f"(SELECT *, status = 'ok' AS chosen, {ESTIMATED} AS estimated FROM runs WHERE parent_key IS NULL)",
+    split=("estimated",))
 
 VIEWS = (ATTEMPTS_VIEW, RUNS_VIEW, CURVES_VIEW, LEADERBOARD_VIEW)

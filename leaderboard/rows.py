@@ -20,7 +20,7 @@ import duckdb
 from joulebench.harness.schema import RUNS
 from joulebench.harness.store import Store, sql_list
 from joulebench.harness.store_files import identity
-from joulebench.harness.store_views import ATTEMPTS_VIEW, CELL, RUNS_VIEW
+from joulebench.harness.store_views import ATTEMPTS_VIEW, CELL, ESTIMATED, RUNS_VIEW
 
 COLUMNS = (
     "run_key", "attempt_id", "status", "started_at", "finished_at", "cell_key", "lineage_key", "key_scheme",
@@ -37,7 +37,7 @@ Listing = dict[str, tuple[int, int]]
 
 BOARD_RUNS = f"""
 SELECT *, coalesce(nullif(gpu_model, ''), nullif(cpu_model, ''), device) AS hardware,
-       coalesce(energy_estimated, true) AS estimated, {CELL} AS cell
+       {ESTIMATED} AS estimated, {CELL} AS cell
 FROM runs"""
 """One row per run key (the store's ``runs``) and what the pages derive from it: ``hardware``
 (the GPU if any, else the CPU), ``estimated`` (a row that does not say counts as estimated)."""

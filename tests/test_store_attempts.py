@@ -126,3 +126,17 @@ def test_a_source_changed_after_its_merge_is_kept_and_merged_again(results: Path
     assert store.compact(grace_s=0)["runs"] == 1  # its record gone, the new content is merged
     assert not path.exists()
     assert Store(results).execute("SELECT count(*) FROM attempts").fetchone() == (1,)
+
+
+def test_the_leaderboard_view_never_shares_a_median_between_estimated_and_measured_energy(results: Path) -> None:
+    """One cell with estimated seeds (codecarbon) and a measured one (an imported perun report):
+    the view gives one row per energy kind, as the leaderboard app does, never a mixed median."""
+    store = Store(results)
+    joules = {0: (100.0, True), 1: (110.0, True), 2: (500.0, False)}
+    for seed, (j, estimated) in joules.items():
+        store.write_run(row(f"c-{seed}", minutes=seed, seed=seed, cell_key="c", key_scheme="v2",
+                            train_energy_j=j, energy_estimated=estimated,
+                            energy_source="codecarbon estimate" if estimated else "perun rapl"))
+    board = store.execute("SELECT energy_estimated, seeds, train_energy_j, energy_source FROM leaderboard "
+                          "WHERE cell_key = 'c' ORDER BY energy_estimated").fetchall()
+    assert board == [(False, 1, 500.0, "perun rapl"), (True, 2, 105.0, "codecarbon estimate")]
