@@ -4,8 +4,8 @@ A cell is one experiment key without the seed (``cell_key``): runs that share ta
 parameters, budget, world size, code and hardware class; its label names the parameters that vary
 within the campaign, and budget and hardware class are columns, so unlike runs never share a line. Each figure is the median over the cell's successful runs
 with the min–max range beside it, because three seeds on a noisy machine are not a mean ± std.
-Energy columns say whether any figure in them is an estimate, so a reader never takes a model's
-number for a sensor's.
+Energy columns say whether their figures are estimates, so a reader never takes a model's number
+for a sensor's; where a cell holds both kinds it gets a line per kind (never a shared median).
 """
 
 from __future__ import annotations
@@ -71,8 +71,17 @@ def trainable(rows: pd.DataFrame) -> pd.Series:
     return own.fillna(base) if own is not None else base
 
 
+def energy_kinds(rows: pd.DataFrame) -> tuple[pd.Series, str, bool]:
+    """Each row's energy kind (a row that does not say counts as an estimate), the joules column's
+    header, and whether the kinds mix: then a cell gets one line per kind, never a shared median."""
+    kind = rows["energy_estimated"].astype("boolean").fillna(True).map({True: "estimate", False: "measured"})
+    mixed = kind.nunique() > 1
+    return kind, "train J" if mixed else f"train J ({kind.iloc[0]})", mixed
+
+
 def markdown_table(rows: pd.DataFrame, labels: dict[str, str]) -> str:
-    """One Markdown line per (task, preset, cell, world size); order as the campaign lists them."""
+    """One Markdown line per (task, preset, cell, world size, energy kind); order as the campaign
+    lists them."""
     if rows.empty:
         return "(no stored runs for this campaign yet)"
     rows = rows.copy()
@@ -82,18 +91,18 @@ def markdown_table(rows: pd.DataFrame, labels: dict[str, str]) -> str:
     rows["order"] = rows["run_key"].map(order)
     extra = [c for c in OPTIONAL_COLUMNS if c[0] in rows and pd.to_numeric(rows[c[0]], errors="coerce").notna().any()]
     metric = rows["primary_metric"].dropna().iloc[0] if rows["primary_metric"].notna().any() else "primary"
-    estimated = bool(rows["energy_estimated"].fillna(True).any())
-    joules = "train J (estimate)" if estimated else "train J (measured)"
+    rows["energy"], joules, mixed = energy_kinds(rows)
     head = ["task", "preset", "method", "ranks", "budget", "hardware", "ok/runs", f"test {metric}",
-            "trainable params", joules, "train s", "samples", "updates"] + [c[1] for c in extra]
+            "trainable params", joules, *(["energy"] if mixed else []), "train s", "samples", "updates"]
+    head += [c[1] for c in extra]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for _, g in rows.sort_values("order").groupby("cell_key", sort=False):
+    for _, g in rows.sort_values("order").groupby(["cell_key", "energy"], sort=False):
         ok, first = g[g["status"] == "ok"], g.iloc[0]
         cells = [first["task"], first["preset"], first["cell"], str(int(first["world_size"])),
                  budget_label(first), str(first.get("hardware_class") or "–"), f"{len(ok)}/{len(g)}",
                  spread(ok["primary_value"], ".4f"), spread(ok["trainable"], ",.0f"),
-                 spread(ok["train_energy_j"], ",.0f"), spread(ok["train_s"], ".1f"),
-                 spread(ok["samples"], ",.0f"), spread(ok["gradient_updates"], ",.0f")]
+                 spread(ok["train_energy_j"], ",.0f"), *([first["energy"]] if mixed else []),
+                 spread(ok["train_s"], ".1f"), spread(ok["samples"], ",.0f"), spread(ok["gradient_updates"], ",.0f")]
         cells += [spread(ok[c[0]], c[2]) for c in extra]
         lines.append("| " + " | ".join(cells) + " |")
     failed = [f"- {r['run_key'][:12]} {r['cell']} seed={r['seed']}: {r['status']}: {r['error']}"

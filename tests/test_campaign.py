@@ -200,3 +200,29 @@ def test_report_aggregates_seeds_per_cell(tmp_path: Path) -> None:
     assert cells["backprop (batch_size=32)"][6:8] == ["1/2", "0.3200"]
     assert cells["backprop (batch_size=16)"][5].startswith("cpu:")
     assert lines[-1].endswith("seed=1: diverged: loss is NaN")
+
+
+def test_report_never_shares_a_median_between_estimated_and_measured_energy(tmp_path: Path) -> None:
+    """One cell, two seeds estimated (codecarbon) and one measured (RAPL through perun): two lines,
+    each its own median, and a column that says which is which."""
+    import pandas as pd
+
+    from joulebench.cluster.report import markdown_table
+
+    def row(seed: int, joules: float, estimated: bool) -> dict:
+        return {"run_key": f"k{seed}", "cell_key": "c", "task": "ltsf", "preset": "tiny", "seed": seed,
+                "budget_steps": 10, "hardware_class": "cpu:test", "method": "backprop", "world_size": 1,
+                "status": "ok", "error": None, "primary_metric": "mse", "primary_value": 0.5,
+                "n_trainable_params": 100, "train_energy_j": joules, "energy_estimated": estimated,
+                "train_s": 1.0, "samples": 64, "gradient_updates": 2}
+
+    rows = pd.DataFrame([row(0, 10.0, True), row(1, 20.0, True), row(2, 500.0, False)])
+    lines = markdown_table(rows, {f"k{i}": "backprop" for i in range(3)}).splitlines()
+    head = [c.strip() for c in lines[0].strip("|").split("|")]
+    assert "train J" in head and "energy" in head
+    body = [dict(zip(head, (c.strip() for c in line.strip("|").split("|")))) for line in lines[2:]]
+    got = sorted((b["energy"], b["ok/runs"], b["train J"]) for b in body)
+    assert got == [("estimate", "2/2", "15 [10–20]"), ("measured", "1/1", "500")]
+    # one kind only: the header says it, no extra column
+    one = markdown_table(rows.iloc[:2], {"k0": "backprop", "k1": "backprop"}).splitlines()
+    assert "train J (estimate)" in one[0] and "| energy |" not in one[0] and len(one) == 3
