@@ -113,8 +113,12 @@ class FactorCheck:
     def describe(self) -> str:
         if self.error is None:
             return "factor basis held back: no stored cell validates it (none is identified once left out)"
-        verdict = (f"held back (above {self.max_error:.0%})" if self.held_back
-                   else f"used (at most {self.max_error:.0%})")
+        if math.isinf(self.max_error):
+            verdict = "used (no threshold: --factor-max-error inf)"
+        elif self.held_back:
+            verdict = f"held back (above {self.max_error:.0%})"
+        else:
+            verdict = f"used (at most {self.max_error:.0%})"
         return (f"factor basis {verdict}: leave-one-cell-out median error {self.error:.1%} "
                 f"over {self.cells} cells")
 

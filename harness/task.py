@@ -116,6 +116,12 @@ class Task:
     def batch_size(self) -> int:
         return int(self.hp.get("batch_size", 32))
 
+    def model_inputs(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        """The positional inputs of one forward pass of this task's model on a batch: what a
+        method that calls the model itself (pruning's MAC count and latency) passes it; the
+        batch's keys are the task's own. Default: ``(batch["x"],)``."""
+        return (batch["x"],)
+
     def on_device(self, batch: Batch) -> Batch:
         """A training batch once it is on the run's device: what the task does there rather than
         in its loader workers (decoding, augmentation on the accelerator). Default: nothing."""

@@ -32,7 +32,6 @@ they are not charged to training.
 
 from __future__ import annotations
 
-import copy
 import statistics
 import time
 import warnings
@@ -53,13 +52,23 @@ from joulebench.methods.prune_structure import prune_structured
 def count_macs(model: nn.Module, inputs: tuple) -> float:
     """Multiply-accumulates of one forward pass (torch's FLOP counter / 2: matmuls, attention).
 
-    Counted on a copy in training mode under ``no_grad``: in eval mode PyTorch's fused
-    Transformer fast path would escape the counter; the copy keeps BatchNorm statistics intact.
+    Counted in training mode under ``no_grad`` (in eval mode PyTorch's fused Transformer fast
+    path would escape the counter) on the model itself, its mode and buffers (BatchNorm
+    statistics) restored afterwards. Not on a copy: snnTorch neurons (PET) keep their last
+    membrane state, a non-leaf tensor that ``deepcopy`` refuses.
     """
-    probe = copy.deepcopy(model).train()
+    was_training = model.training
+    saved = {name: b.detach().clone() for name, b in model.named_buffers()}
     counter = FlopCounterMode(display=False)
-    with torch.no_grad(), counter:
-        probe(*inputs)
+    try:
+        model.train()
+        with torch.no_grad(), counter:
+            model(*inputs)
+    finally:
+        model.train(was_training)
+        for name, value in saved.items():  # by assignment: a neuron's state buffer follows the batch shape
+            owner, _, leaf = name.rpartition(".")
+            setattr(model.get_submodule(owner), leaf, value)
     return counter.get_total_flops() / 2.0
 
 
@@ -158,8 +167,9 @@ class Prune(Method):
                 return
 
     def _example(self, ctx: TrainContext) -> tuple:
+        """One sample's forward inputs, as the task names them (MACs and latency are per sample)."""
         batch = ctx.to_device(next(iter(ctx.train_loader)))
-        return tuple(batch[k][:1] for k in ("x", "x_mark", "y_mark") if k in batch) or (batch["x"][:1],)
+        return tuple(t[:1] for t in ctx.task.model_inputs(batch))
 
     def _latency(self, ctx: TrainContext, example: tuple) -> tuple[float, float | None]:
         """(median seconds, joules per forward) in the eval window: inference is not training."""

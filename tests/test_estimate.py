@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pandas as pd
@@ -207,6 +208,19 @@ def test_factor_basis_is_kept_where_it_validates_and_held_back_where_nothing_val
     # three cells, none of which the others identify: the basis is unvalidated, so not used
     lone = grid_rows({("mlp", "backprop"): 1e-3, ("mlp", "f3"): 2e-3, ("dlinear", "f3"): 4e-3})
     assert check_factors(lone).cells == 0 and basis_factors(lone)[0] is None
+
+
+def test_an_infinite_factor_max_error_says_the_basis_is_forced_not_a_percentage():
+    # the Latin square misses by 10x: with no threshold the basis is used anyway, and the line says so
+    slow, fast = 1e-2, 1e-3
+    cost = {("mlp", "backprop"): fast, ("mlp", "f3"): fast, ("mlp", "forward_gradient"): slow,
+            ("dlinear", "backprop"): fast, ("dlinear", "f3"): slow, ("dlinear", "forward_gradient"): fast,
+            ("transformer", "backprop"): slow, ("transformer", "f3"): fast,
+            ("transformer", "forward_gradient"): fast}
+    check = check_factors(grid_rows(cost), math.inf)
+    assert not check.held_back
+    line = check.describe()
+    assert "inf%" not in line and "used (no threshold: --factor-max-error inf)" in line
 
 
 @pytest.mark.parametrize("value", ["0", "-1", "nan"])

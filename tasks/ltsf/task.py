@@ -193,6 +193,9 @@ class LTSF(Task):
                          y_day=batch["y_day"], **profiles)
         return model(batch["x"], batch["x_mark"], batch["y_mark"])
 
+    def model_inputs(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        return batch["x"], batch["x_mark"], batch["y_mark"]
+
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         return nn.functional.mse_loss(self.forward(model, batch), batch["y"])
 

@@ -175,6 +175,9 @@ class PET(Task):
                       beta=hp.beta, surrogate_name=hp.surrogate, slope=hp.slope,
                       reach=self.cfg.spread, arch=hp.arch)
 
+    def model_inputs(self, batch: Batch) -> tuple[torch.Tensor, ...]:
+        return (batch["hits"],)
+
     def loss(self, model: nn.Module, batch: Batch) -> torch.Tensor:
         if isinstance(model, TimeWindowSorter):
             raise TypeError("the time-window sorter has no loss; run it with "
