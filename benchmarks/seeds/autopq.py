@@ -45,7 +45,8 @@ import common
 
 from joulebench.harness.spec import RunSpec, resolve
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = common.shared_data()
+
 FORECASTERS = ("linear", "mlp", "nhits")
 BASELINES = ("quantile", "conformal", "gauss")
 
