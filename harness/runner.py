@@ -235,9 +235,13 @@ class Runner:
         return out
 
     def _run_child(self, parent: ResolvedSpec, **overrides: Any) -> dict[str, Any]:
+        """A trial: the parent's task, seed, device and evaluation cadence; its timeout (a label
+        here: the worker enforces the parent's, which bounds every trial) is resolved from the
+        budget the trial trains, not inherited from the parent's whole-search limit."""
         base = {"task": parent.task, "method": parent.method, "preset": parent.preset,
                 "task_params": parent.task_params, "seed": parent.seed, "device": parent.device,
-                "campaign": parent.campaign, "parent_key": parent.run_key}
+                "campaign": parent.campaign, "eval_every": parent.eval_every,
+                "parent_key": parent.run_key}
         child = resolve(RunSpec.parse({**base, **overrides}))
         # a trial is a single-process run of its own, whichever rank of a search runs it
         runner = Runner(self.store, self.meter, region=self.intensity.region, store_rows=self.store_rows)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any, Literal
 
@@ -165,12 +166,32 @@ def resolve(spec: RunSpec) -> ResolvedSpec:
         task_params=task_hp, method_params=method_hp, seed=spec.seed, budget=budget,
         device=device, world_size=spec.world_size, campaign=spec.campaign,
         eval_every=spec.eval_every or preset.eval_every,
-        timeout_s=spec.timeout_s or preset.timeout_s * reg.timeout_factor(spec.method, method_hp),
+        timeout_s=spec.timeout_s or run_timeout(preset.timeout_s, preset.budget, budget,
+                                                reg.timeout_factor(spec.method, method_hp)),
         parent_key=spec.parent_key,
         code_hash=reg.code_hash(spec.task, spec.method, method_hp),
         data_fingerprint=identity.data_fingerprint(reg.data_files(spec.task, task_hp, spec.preset)),
         hardware_class=spec.hardware or identity.hardware_class(device, spec.world_size),
     )
+
+
+def run_timeout(preset_s: float, preset_budget: Mapping[str, float], budget: Budget,
+                runs: float = 1.0) -> float:
+    """The timeout of a run training ``budget`` as ``runs`` runs (a search: its trials + 1), from
+    the preset's timeout, which is sized for one run of the preset's budget.
+
+    Each run's share is the preset's timeout scaled by how much more training is asked for: the
+    ratio of the budget's steps (epochs) to the preset's steps (epochs), the smaller where both
+    are given (the first limit reached ends training), never below 1 (set-up and evaluation do
+    not shrink with the budget). Trials train the search's steps and epochs or the preset's,
+    never more than that share. A seconds limit is added once: it bounds the whole run (a
+    search starts no trial past it, and trials are not handed it). A budget that shares no unit
+    with the preset's (epochs against a preset's steps) keeps the preset's share: how many steps
+    an epoch is is not known before the data is; pass ``timeout_s``."""
+    ratios = [getattr(budget, unit) / preset_budget[unit] for unit in ("steps", "epochs")
+              if getattr(budget, unit) is not None and preset_budget.get(unit)]
+    scale = max(1.0, min(ratios)) if ratios else 1.0
+    return preset_s * scale * runs + (budget.seconds or 0.0)
 
 
 def _device(asked: str) -> str:

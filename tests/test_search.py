@@ -193,3 +193,53 @@ def test_trial_budget_hands_on_steps_and_epochs_never_the_search_seconds() -> No
     default = resolve(RunSpec(task="ltsf", method="optuna", preset="tiny"))
     inherited = resolve(RunSpec(task="ltsf", preset="tiny", budget=trial_budget(default.budget, "search")))
     assert inherited.run_key == resolve(RunSpec(task="ltsf", preset="tiny")).run_key
+
+
+def _tiny(task: str = "ltsf"):
+    return registry().task_info(task).presets["tiny"]
+
+
+def test_a_run_given_more_steps_than_its_preset_gets_a_timeout_in_proportion() -> None:
+    """The preset's timeout is sized for the preset's budget: four times its steps, four times
+    its timeout (a run killed for training what it was asked to is a harness bug)."""
+    preset = _tiny()
+    steps = preset.budget["steps"] * 4
+    run = resolve(RunSpec(task="ltsf", preset="tiny", budget={"steps": steps}))
+    assert run.timeout_s == pytest.approx(4 * preset.timeout_s)
+    # fewer steps than the preset's: never less than the preset's (set-up and evaluation stay)
+    short = resolve(RunSpec(task="ltsf", preset="tiny", budget={"steps": 1}))
+    assert short.timeout_s == pytest.approx(preset.timeout_s)
+    # a seconds budget trains that long whatever the preset's steps: it is added to the timeout
+    timed = resolve(RunSpec(task="ltsf", preset="tiny", budget={"seconds": 10 * preset.timeout_s}))
+    assert timed.timeout_s >= 11 * preset.timeout_s
+    # an explicit timeout is the user's, untouched
+    assert resolve(RunSpec(task="ltsf", budget={"steps": steps}, timeout_s=7.0)).timeout_s == 7.0
+
+
+def test_a_search_timeout_follows_the_budget_its_trials_train() -> None:
+    """(trials + 1) runs of the trials' budget: a search of 2 trials of 4× the preset's steps."""
+    preset = _tiny()
+    steps = preset.budget["steps"] * 4
+    search = resolve(RunSpec(task="ltsf", method="optuna", preset="tiny", budget={"steps": steps},
+                             method_params={"trials": 2}))
+    trial = resolve(RunSpec(task="ltsf", preset="tiny", budget=trial_budget(search.budget, "search")))
+    assert trial.timeout_s == pytest.approx(4 * preset.timeout_s)
+    assert search.timeout_s >= 2 * trial.timeout_s + preset.timeout_s
+
+
+def test_trials_inherit_the_search_eval_every_and_a_timeout_of_their_budget(results: Path) -> None:
+    preset = _tiny()
+    every = max(1, preset.budget["steps"] // 4)
+    assert every != preset.eval_every
+    spec = resolve(RunSpec(task="ltsf", method="optuna", preset="tiny", eval_every=every,
+                           budget={"steps": preset.budget["steps"] * 2},
+                           method_params={"trials": 1, "space": "lr"}))
+    row = Runner(Store(results)).run(spec)
+    assert row["status"] == "ok", row["error"]
+    (spec_json, timeout, child_key), = Store(results).execute(
+        "SELECT spec_json, timeout_s, run_key FROM runs WHERE parent_key = ?", [spec.run_key]).fetchall()
+    assert json.loads(spec_json)["eval_every"] == every
+    assert timeout == pytest.approx(2 * preset.timeout_s)
+    steps = [s for (s,) in Store(results).execute("SELECT step FROM curves WHERE run_key = ? ORDER BY step",
+                                                   [child_key]).fetchall()]
+    assert steps[:2] == [every, 2 * every]  # evaluated at the search's cadence

@@ -45,7 +45,8 @@ import common
 
 from joulebench.harness.spec import RunSpec, resolve
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = common.shared_data()
+
 FORECASTERS = ("linear", "mlp", "nhits")
 BASELINES = ("quantile", "conformal", "gauss")
 
@@ -55,14 +56,19 @@ PRESET = "short"
 default configuration's runs and the advanced search's trials train the same 150 steps (a search's
 trials train the search's steps, here the preset's: ``trial_budget=search``). Both modes use it
 (the full mode adds the third seed): sized for the shared two-core machine (load 14–20: one seed
-took about 15 minutes niced); the task's full preset trains 60 epochs."""
+took about 15 minutes niced); the task's full preset trains 60 epochs (``--paper-scale``)."""
+PAPER_PRESET = "full"
+"""``--paper-scale``: the task's full preset, the paper's 60 epochs on Load-BW and 100 samples;
+the search's trials train the same 60 epochs."""
 TRIALS = 4
 
 
 def build(args, csv: Path) -> dict[tuple, object]:
+    preset = PAPER_PRESET if args.paper_scale else PRESET
+
     def spec(seed: int, method: str = "backprop", timeout: float = common.TIMEOUT_S, **kw):
         task = {"csv": str(csv), **kw.pop("task", {})}
-        return resolve(RunSpec(task="load", method=method, preset=PRESET, seed=seed,
+        return resolve(RunSpec(task="load", method=method, preset=preset, seed=seed,
                                task_params=task, campaign="seed-autopq", timeout_s=timeout, **kw))
     out = {}
     for seed in common.seeds(args):
@@ -119,7 +125,10 @@ def headlines(got: dict, seeds: list[int]) -> list[str]:
 
 
 def main() -> None:
-    args = common.parser(__doc__, "autopq").parse_args()
+    parser = common.parser(__doc__, "autopq")
+    parser.add_argument("--paper-scale", action="store_true",
+                        help=f"the task's {PAPER_PRESET!r} preset (60 epochs) instead of {PRESET!r}")
+    args = parser.parse_args()
     csv = SHARED / "Load-BW.csv"
     if not csv.is_file():
         print(f"skip: Load-BW.csv not found at {csv} (the benchmark needs ../shared/data)")

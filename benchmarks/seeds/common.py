@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -128,3 +129,14 @@ def headline(name: str, values: Iterable[float] | float, fmt: str = ".4g") -> st
         return f"headline {name} {format(float(values), fmt)}"
     mid, lo, hi = median_range(values)
     return f"headline {name} {format(mid, fmt)} {format(lo, fmt)} {format(hi, fmt)}"
+
+
+def shared_data() -> Path:
+    """The real data: ``$JOULEBENCH_SHARED_DATA``, else the nearest ``shared/data`` above the
+    checkout (the brief's ``../shared/data``). A git worktree nested a folder deeper
+    (``/work/wt/NAME``) finds the one the main checkout does instead of silently skipping it."""
+    if os.environ.get("JOULEBENCH_SHARED_DATA"):
+        return Path(os.environ["JOULEBENCH_SHARED_DATA"])
+    root = Path(__file__).resolve().parents[2]
+    found = [p / "shared" / "data" for p in root.parents if (p / "shared" / "data").is_dir()]
+    return found[0] if found else root.parent / "shared" / "data"

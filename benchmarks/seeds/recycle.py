@@ -19,14 +19,13 @@ codecarbon's estimate (power × time), so the energy and time ratios coincide by
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import common
 
 from joulebench.harness.registry import registry
 from joulebench.harness.spec import RunSpec, resolve
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "data"
+SHARED = common.shared_data()
+
 REFERENCES = ("transformer", "patchtst")
 MODELS = ("recycle", *REFERENCES, "rhp")
 ARCHITECTURE = ("d_model", "d_ff", "e_layers", "n_heads", "d_layers")
