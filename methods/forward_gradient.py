@@ -541,7 +541,10 @@ class ForwardGradient(Method):
         # best rate is ~100x the mean's, so tune lr whenever combine or k changes
         "optimizer": Param("sgd", choices=("sgd", "adam", "adamw")),
         "momentum": Param(0.0, low=0.0, high=0.999, help="SGD only"),
-        "lr": Param(1e-3, low=1e-7, high=10.0, log=True),
+        # the ceiling guards against typos, not a tuning range: a projection from k tangents moves
+        # ~k/n of the gradient's length (n: a tensor's or a layer's per-sample size), so matching
+        # a backprop step of lr 1 at k = 1 on a 10^4-element tensor takes lr ~ 10^4
+        "lr": Param(1e-3, low=1e-7, high=1e4, log=True),
         "tangents": Param(1, low=1, high=4096, help="k, tangents per step"),
         "combine": Param("mean", choices=("mean", "projection")),
         "projection_scope": Param("tensor", choices=("tensor", "global"),

@@ -315,3 +315,71 @@ def test_the_classification_setting_is_a_fully_connected_tanh_network_of_blocks(
     row = runner.run(spec)
     assert row["status"] == "ok", row["error"]
     assert row["model"] == "mlp2x32" and row["x_blocks"] == 3 and 0.0 <= row["primary_value"] <= 1.0
+
+
+# -- the seed benchmark (issue 18) ------------------------------------------------------------
+def seed_benchmark():
+    """``benchmarks/seeds/f3.py`` as a module (it is a script, not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "seeds" / "f3.py"
+    spec = importlib.util.spec_from_file_location("seed_f3", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_seed_benchmark_full_mode_trains_inside_the_papers_epochs():
+    import argparse
+
+    bench = seed_benchmark()
+    full = bench.build_specs(argparse.Namespace(quick=False, seeds=[0]), "regression")
+    cls = bench.build_specs(argparse.Namespace(quick=False, seeds=[0]), "classification")
+    assert {s.budget.epochs for s in full} == {200} and {s.budget.epochs for s in cls} == {100}
+    assert {s.task_params["gen_val_per_class"] for s in cls} == {50}  # 200 test images
+    quick = bench.build_specs(argparse.Namespace(quick=True, seeds=[0]), "classification")
+    assert {s.task_params["gen_val_per_class"] for s in quick} == {15}  # the tiny preset's
+
+
+def test_seed_benchmark_scores_a_diverged_rate_worst_and_names_edge_rates():
+    import json
+
+    import pandas as pd
+
+    bench = seed_benchmark()
+
+    def row(method, lr, seed, val, status="ok", error=""):
+        return {"method": method, "seed": seed, "status": status, "error": error, "val_mse": val,
+                "metric_mse": val, "method_params": json.dumps({"lr": lr})}
+
+    rows = pd.DataFrame([row("backprop", 1e-4, s, 0.5) for s in (0, 1)]
+                        + [row("backprop", 3e-4, s, 0.3) for s in (0, 1)]
+                        + [row("backprop", 1e-3, s, None, "diverged") for s in (0, 1)]
+                        + [row("f3", 1e-4, s, 0.6) for s in (0, 1)]
+                        + [row("f3", 1e-3, s, 0.4) for s in (0, 1)]
+                        + [row("f3", 3e-3, s, None, "failed", "TimeoutError") for s in (0, 1)])
+    best = bench.best_lrs(rows, "regression")
+    assert best["backprop"] == (3e-4, (1e-4, 3e-4, 1e-3))  # the diverged top holds it inside
+    assert best["f3"] == (1e-3, (1e-4, 1e-3))  # a crash says nothing about its rate
+    assert bench.edge_lines(best) == ["lr at grid edge: f3 best lr 0.001 is the grid's top"]
+    assert bench.best_per_method(rows, "regression")["backprop"].to_dict() == {0: 0.3, 1: 0.3}
+
+
+def test_seed_benchmark_reads_convergence_from_the_stored_curve(tmp_path):
+    import argparse
+
+    bench = seed_benchmark()
+    spec = bench.build_specs(argparse.Namespace(quick=True, seeds=[0]), "regression")[2]
+    assert spec.method == "f3"
+    spec = resolve(RunSpec(task=spec.task, preset=spec.preset, method="f3", seed=0,
+                           task_params=spec.task_params, method_params={"lr": spec.method_params["lr"]},
+                           budget={"epochs": 4}))
+    row = Runner(Store(tmp_path), None).run(spec)
+    assert row["status"] == "ok", row["error"]
+    rows = bench.common.stored_rows(tmp_path, [spec])
+    errors = bench.curve_errors(tmp_path, rows, "regression", 4)
+    assert list(errors) == ["f3"] and len(errors["f3"]) == len(bench.CHECKPOINTS)
+    assert errors["f3"][-1] == pytest.approx(row["val_mse"])
+    table = bench.convergence_table(errors, 4)
+    assert "| f3 | " in table and "epoch 3 |" in table and "%" in table.splitlines()[-1]

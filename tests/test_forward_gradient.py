@@ -429,3 +429,32 @@ def test_seed_benchmark_trains_the_activity_perturbation_as_in_the_paper():
     assert activity and {(s.method_params["activity_tangent"], s.method_params["projection_scope"])
                          for s in activity} == {("shared", "tensor")}
     assert {s.method_params["combine"] for s in activity} == {"mean", "projection"}
+
+
+# -- lr ceiling and the seed benchmark's grids (issue 18) -------------------------------------
+def test_lr_ceiling_admits_a_projections_rate_at_k1_and_still_refuses_a_typo():
+    """A k = 1 projection on an n-element tensor moves ~1/n of the gradient: its best rate on the
+    tiny MLP was the old ceiling (10); 1e3 must resolve, 1e5 (a typo for 1e-5) must not."""
+    spec = resolve(RunSpec(task="ltsf", preset="tiny", method="forward_gradient",
+                           method_params={"combine": "projection", "lr": 1e3}))
+    assert spec.method_params["lr"] == 1e3
+    with pytest.raises(SpecError, match="outside"):
+        resolve(RunSpec(task="ltsf", preset="tiny", method="forward_gradient", method_params={"lr": 1e5}))
+
+
+def test_seed_benchmark_names_the_rows_whose_best_rate_is_a_grid_edge():
+    import json
+
+    import pandas as pd
+
+    bench = seed_benchmark()
+    rows = pd.DataFrame([
+        {"status": "ok", "method": "forward_gradient", "seed": s, "val_mse": mse,
+         "method_params": json.dumps({"combine": "mean", "tangents": 1, "lr": lr})}
+        for s in (0, 1) for lr, mse in ((1e-3, 0.9), (1e-2, 0.5), (1e-1, 0.7))] + [
+        {"status": "ok", "method": "forward_gradient", "seed": s, "val_mse": mse,
+         "method_params": json.dumps({"combine": "projection", "tangents": 1, "lr": lr})}
+        for s in (0, 1) for lr, mse in ((1.0, 0.9), (10.0, 0.6))])
+    best = bench.best_lr(rows)
+    assert best["weight", "mean", 1] == (1e-2, (1e-3, 1e-2, 1e-1))
+    assert bench.edge_rows(best) == [("weight", "projection", 1, 10.0, "top")]

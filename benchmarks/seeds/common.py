@@ -140,3 +140,16 @@ def shared_data() -> Path:
     root = Path(__file__).resolve().parents[2]
     found = [p / "shared" / "data" for p in root.parents if (p / "shared" / "data").is_dir()]
     return found[0] if found else root.parent / "shared" / "data"
+
+
+def scored(rows: pd.DataFrame, columns: Sequence[str], worst: float) -> pd.DataFrame:
+    """The ok rows plus the diverged ones (a non-finite loss, or a non-finite evaluation metric),
+    those with ``worst`` in ``columns``: a learning rate at which a method diverges is worse than
+    any it trains at, so a grid whose top rate diverges holds the best rate inside it. Rows that
+    failed otherwise (a crash, a timeout) say nothing about the rate and are left out."""
+    if rows.empty:
+        return rows
+    error = rows["error"].fillna("").astype(str) if "error" in rows else pd.Series("", index=rows.index)
+    bad = (rows["status"] == "diverged") | ((rows["status"] == "failed") & error.str.startswith("NonFiniteMetric"))
+    out = pd.concat([rows[rows["status"] == "ok"], rows[bad].assign(**{c: worst for c in columns})])
+    return out

@@ -25,6 +25,7 @@ suffix ``_activity`` for activity perturbation; median and range over seeds.
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -45,16 +46,32 @@ TASK = {"model": "mlp"}
 KS = {"quick": (1, 16), "full": (1, 4, 16, 64)}
 PERTURBATIONS = ("weight", "activity")
 """activity: the paper's activity perturbation (perturb=activity; per layer, shared tangent)."""
-LR_GRID = {("weight", "mean"): {"quick": (1e-3, 1e-2), "full": (1e-3, 1e-2)},
-           ("weight", "projection"): {"quick": (0.3, 3.0), "full": (0.3, 3.0)},
-           ("activity", "mean"): {"quick": (1e-3, 1e-2), "full": (1e-3, 1e-2)},
-           ("activity", "projection"): {"quick": (0.3, 3.0, 10.0), "full": (0.3, 3.0, 10.0)}}
-"""Activity projection gets a third, larger rate (10, the method's highest): its estimate's length is ≈ √(k/n) of the
-gradient's with n the layer's per-sample output (a few hundred here), so at k = 1 the step along
-the gradient is ~k/n of backprop's at the same rate."""
+LR_CENTRE = {("weight", "mean"): {1: 0.03, 4: 0.1, 16: 0.1, 64: 0.3},
+             ("weight", "projection"): {1: 10.0, 4: 10.0, 16: 10.0, 64: 3.0},
+             ("activity", "mean"): {1: 0.03, 4: 0.1, 16: 0.3, 64: 1.0},
+             ("activity", "projection"): {1: 10.0, 4: 10.0, 16: 10.0, 64: 3.0}}
+"""Each row's best rate in a sweep (seed 0, 60 steps, rates 1e-3…1e3 a decade apart, then the
+half decades around each best; 2026-12-02): the grid is this centre and a half decade either
+side (:data:`LR_STEPS`), so the best rate is inside it unless the budget or the seed moves it
+(the edge lines after the training table say where it did). The mean's rate grows with k (its
+noise falls as 1/k), the projection's stays ~10 (its length is ~√(k/n) of the gradient's per
+tensor): projection/mean 333x at k = 1, 10x at k = 64 (the paper: about 100x). At the old lr
+ceiling (10) the projection's grids could not reach past their best."""
+LR_STEPS = (1 / 3, 1.0, 3.0)
+BACKPROP_LRS = (0.1, 0.3, 1.0)
+"""Plain SGD backprop at the same budget, for reference: its best rate in the sweep was 1.0,
+backprop's lr ceiling, so that row sits at the edge by construction (a core parameter)."""
+
+
+def lr_grid(perturb: str, combine: str, k: int) -> tuple[float, ...]:
+    """The row's rates: its sweep centre times :data:`LR_STEPS`, rounded to two digits."""
+    centre = LR_CENTRE[perturb, combine][k]
+    return tuple(float(f"{centre * f:.2g}") for f in LR_STEPS)
+
+
 STEPS = {"quick": 60, "full": 150}
-"""Full: 3 seeds × (2 backprop + 2 perturbations × 2 combinations × 4 k × 2 lr + 4 k × 1 lr) = 114 runs,
-sized for a shared 2-core machine at a load of ~15 (niced); the paper trains 200 epochs."""
+"""Full: 3 seeds × (3 backprop + 2 perturbations × 2 combinations × 4 k × 3 lr) = 153 runs; the
+paper trains 200 epochs."""
 
 
 class _Loss(nn.Module):
@@ -154,13 +171,13 @@ def training_specs(args) -> list:
                      campaign="seed-forward-gradient", timeout_s=common.TIMEOUT_S)
     out = []
     for seed in common.seeds(args):
-        for lr in (0.01, 0.1):
+        for lr in BACKPROP_LRS:
             out.append(resolve(RunSpec(**common_kw, method="backprop", seed=seed,
                                        method_params={"optimizer": "sgd", "momentum": 0.0, "lr": lr})))
         for perturb in PERTURBATIONS:
             for combine in ("mean", "projection"):
                 for k in KS[mode]:
-                    for lr in LR_GRID[perturb, combine][mode]:
+                    for lr in lr_grid(perturb, combine, k):
                         extra = {"perturb": "activity"} if perturb == "activity" else {}
                         out.append(resolve(RunSpec(**common_kw, method="forward_gradient", seed=seed,
                                                    method_params={"combine": combine, "tangents": k,
@@ -168,17 +185,49 @@ def training_specs(args) -> list:
     return out
 
 
-def best_val(rows) -> dict[tuple[str, str, int], dict[int, float]]:
-    """(perturb, combine, k) → seed → val MSE at the lr with the best median val MSE over seeds."""
-    ok = common.ok(rows).copy()
+def tagged(rows):
+    """The forward-gradient rows that score their rate (ok, or diverged with val MSE inf: see
+    :func:`common.scored`) with their perturbation, combination, k and lr as columns."""
+    ok = common.scored(rows, ["val_mse"], math.inf).copy()
+    if ok.empty:
+        return ok
     ok = ok[ok["method"] == "forward_gradient"]
     params = ok["method_params"].map(json.loads)
     ok["perturb"] = params.map(lambda p: p.get("perturb", "weight"))
     ok["combine"], ok["k"], ok["lr"] = (params.map(lambda p: p["combine"]), params.map(lambda p: p["tangents"]),
                                         params.map(lambda p: p["lr"]))
+    return ok
+
+
+Row = tuple[str, str, int]
+"""(perturb, combine, k): one line of the training table."""
+
+
+def best_lr(rows) -> dict[Row, tuple[float, tuple[float, ...]]]:
+    """Row → (the lr with the best median val MSE over seeds, the rates stored for that row)."""
+    out = {}
+    for (perturb, combine, k), g in tagged(rows).groupby(["perturb", "combine", "k"]):
+        medians = g.groupby("lr")["val_mse"].median()
+        out[perturb, combine, int(k)] = (float(medians.idxmin()), tuple(sorted(float(r) for r in medians.index)))
+    return out
+
+
+def edge_rows(best: dict[Row, tuple[float, tuple[float, ...]]]) -> list[tuple[str, str, int, float, str]]:
+    """The rows whose best rate is the lowest or highest of their grid: their MSE is the grid's,
+    not the method's (a rate beyond the edge might do better)."""
+    out = []
+    for (perturb, combine, k), (lr, grid) in sorted(best.items()):
+        if len(grid) > 1 and lr in (grid[0], grid[-1]):
+            out.append((perturb, combine, k, lr, "top" if lr == grid[-1] else "bottom"))
+    return out
+
+
+def best_val(rows) -> dict[Row, dict[int, float]]:
+    """Row → seed → val MSE at the row's best lr (:func:`best_lr`)."""
+    ok, best = tagged(rows), best_lr(rows)
     out = {}
     for (perturb, combine, k), g in ok.groupby(["perturb", "combine", "k"]):
-        lr = g.groupby("lr")["val_mse"].median().idxmin()
+        lr = best[perturb, combine, int(k)][0]
         out[perturb, combine, int(k)] = g[g["lr"] == lr].set_index("seed")["val_mse"].to_dict()
     return out
 
@@ -232,7 +281,26 @@ def print_cosine_headlines(cos, seeds) -> None:
                               [cos[s][scope, "projection", 64] / cos[s][scope, "projection", 1] for s in seeds]))
 
 
+def print_rates(rows) -> None:
+    """Each row's best rate and grid, then the rows whose best rate is a grid edge (or none)."""
+    best = best_lr(rows)
+    print("| perturbation | combine | k | best lr | grid |\n|---|---|---|---|---|")
+    for (perturb, combine, k), (lr, grid) in sorted(best.items()):
+        print(f"| {perturb} | {combine} | {k} | {lr:g} | {', '.join(f'{r:g}' for r in grid)} |")
+    edges = edge_rows(best)
+    for perturb, combine, k, lr, side in edges:
+        print(f"lr at grid edge: {perturb} {combine} k={k} best lr {lr:g} is the grid's {side}")
+    if best and not edges:
+        print("lr at grid edge: none (every forward-gradient row's best lr is interior)")
+    bp = common.scored(rows, ["val_mse"], math.inf)
+    bp = bp[bp["method"] == "backprop"] if not bp.empty else bp
+    if not bp.empty:
+        medians = bp.groupby(bp["method_params"].map(lambda p: json.loads(p)["lr"]))["val_mse"].median()
+        print(f"backprop (SGD, reference): best lr {medians.idxmin():g} of {', '.join(f'{r:g}' for r in medians.index)}")
+
+
 def training_headlines(rows, mode: str) -> None:
+    print_rates(rows)
     best = best_val(rows)
     top = max(KS[mode])
     for perturb in PERTURBATIONS:
