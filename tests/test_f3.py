@@ -11,6 +11,7 @@ from joulebench.harness.registry import registry
 from joulebench.harness.runner import Runner
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store
+from tests.scripts import load_script
 
 registry()  # load the plugins first: a module imported before the registry would not register
 from joulebench.methods.f3 import FEEDBACK_INITS, FeedbackTrainer, feedback_matrix  # noqa: E402
@@ -320,14 +321,7 @@ def test_the_classification_setting_is_a_fully_connected_tanh_network_of_blocks(
 # -- the seed benchmark (issue 18) ------------------------------------------------------------
 def seed_benchmark():
     """``benchmarks/seeds/f3.py`` as a module (it is a script, not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "seeds" / "f3.py"
-    spec = importlib.util.spec_from_file_location("seed_f3", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/seeds/f3.py")
 
 
 def test_seed_benchmark_full_mode_trains_inside_the_papers_epochs():

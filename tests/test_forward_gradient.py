@@ -13,6 +13,7 @@ from joulebench.harness.registry import registry
 from joulebench.harness.runner import Runner
 from joulebench.harness.spec import RunSpec, resolve
 from joulebench.harness.store import Store
+from tests.scripts import load_script
 
 registry()  # load the plugins first: a module imported before the registry would not register
 from joulebench.methods.forward_gradient import (  # noqa: E402
@@ -392,14 +393,7 @@ def test_every_sample_is_perturbed_along_the_same_tangent():
 # -- the seed benchmark's activity-perturbation row (issue 18) -----------------------------------
 def seed_benchmark():
     """``benchmarks/seeds/forward_gradient.py`` as a module (it is a script, not a package)."""
-    import importlib.util
-    from pathlib import Path
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "seeds" / "forward_gradient.py"
-    spec = importlib.util.spec_from_file_location("seed_forward_gradient", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/seeds/forward_gradient.py")
 
 
 def test_seed_benchmark_activity_row_is_exact_at_the_widest_layer_and_rises_with_k(capsys):

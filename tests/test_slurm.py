@@ -82,15 +82,28 @@ def squeue(env: dict, *args: str) -> list[list[str]]:
     return [line.split() for line in out.splitlines() if line.strip()]
 
 
+LIVE_STATES = {"PENDING", "RUNNING", "COMPLETING", "CONFIGURING", "REQUEUED", "RESIZING", "SUSPENDED"}
+
+
+def accounted(env: dict, job_ids: list[str]) -> dict[str, str]:
+    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
+                         capture_output=True, text=True, env=env, timeout=30).stdout
+    return dict(line.split("|")[:2] for line in out.splitlines() if line.strip())
+
+
 def wait_for_jobs(env: dict, job_ids: list[str], timeout: float = 400) -> dict[str, str]:
-    """Block until none of the jobs is queued or running; returns array task → final state."""
+    """Block until none of the jobs is queued or running and accounting has every task's final
+    state; returns array task → final state. squeue drops a task before slurmdbd records its end
+    (a full run on 2026-12-02 saw '7_1: RUNNING' in sacct after squeue was empty)."""
     deadline = time.time() + timeout
     while squeue(env, "-j", ",".join(job_ids)):
         assert time.time() < deadline, f"jobs {job_ids} still queued after {timeout} s"
         time.sleep(1)
-    out = subprocess.run(["sacct", "-n", "-X", "-P", "-o", "JobID,State", "-j", ",".join(job_ids)],
-                         capture_output=True, text=True, env=env, timeout=30).stdout
-    return dict(line.split("|")[:2] for line in out.splitlines() if line.strip())
+    while True:
+        states = accounted(env, job_ids)
+        if not any(state.split()[0] in LIVE_STATES for state in states.values()) or time.time() > deadline:
+            return states
+        time.sleep(1)
 
 
 def tasks_of(env: dict, job: str) -> list[tuple[str, str]]:
