@@ -176,15 +176,17 @@ def test_max_energy_stops_a_campaign_then_refuses_on_the_forecast(tmp_path, resu
     assert out.count("same configuration") == 3 and "total (3 of 3 runs with a basis)" in out
 
 
+_SLOW, _FAST = 1e-2, 1e-3
+LATIN_SQUARE = {("mlp", "backprop"): _FAST, ("mlp", "f3"): _FAST, ("mlp", "forward_gradient"): _SLOW,
+                ("dlinear", "backprop"): _FAST, ("dlinear", "f3"): _SLOW, ("dlinear", "forward_gradient"): _FAST,
+                ("transformer", "backprop"): _SLOW, ("transformer", "f3"): _FAST,
+                ("transformer", "forward_gradient"): _FAST}
+"""Seconds per sample of a Latin square: each model is slow under a different method, which no
+u[workload] + v[method] fits, so every pair the factors identify they miss by 10x or more."""
+
+
 def test_factor_basis_is_held_back_where_its_own_left_out_error_is_high():
-    # a Latin square of costs: each model is slow under a different method, which no
-    # u[workload] + v[method] fits, so every pair the factors identify they miss by 10x or more
-    slow, fast = 1e-2, 1e-3
-    cost = {("mlp", "backprop"): fast, ("mlp", "f3"): fast, ("mlp", "forward_gradient"): slow,
-            ("dlinear", "backprop"): fast, ("dlinear", "f3"): slow, ("dlinear", "forward_gradient"): fast,
-            ("transformer", "backprop"): slow, ("transformer", "f3"): fast,
-            ("transformer", "forward_gradient"): fast}
-    rows = grid_rows(cost)
+    rows = grid_rows(LATIN_SQUARE)
     check = check_factors(rows)
     assert check.cells == 9 and check.error > FACTOR_MAX_ERROR and check.held_back
     factors, held = basis_factors(rows)
@@ -212,12 +214,7 @@ def test_factor_basis_is_kept_where_it_validates_and_held_back_where_nothing_val
 
 def test_an_infinite_factor_max_error_says_the_basis_is_forced_not_a_percentage():
     # the Latin square misses by 10x: with no threshold the basis is used anyway, and the line says so
-    slow, fast = 1e-2, 1e-3
-    cost = {("mlp", "backprop"): fast, ("mlp", "f3"): fast, ("mlp", "forward_gradient"): slow,
-            ("dlinear", "backprop"): fast, ("dlinear", "f3"): slow, ("dlinear", "forward_gradient"): fast,
-            ("transformer", "backprop"): slow, ("transformer", "f3"): fast,
-            ("transformer", "forward_gradient"): fast}
-    check = check_factors(grid_rows(cost), math.inf)
+    check = check_factors(grid_rows(LATIN_SQUARE), math.inf)
     assert not check.held_back
     line = check.describe()
     assert "inf%" not in line and "used (no threshold: --factor-max-error inf)" in line
