@@ -20,7 +20,28 @@ The forecast has two parts, both fitted on stored ``ok`` rows of the same hardwa
    and ``a`` linear in those two rates are fitted; the one with the smaller leave-one-cell-out
    error is used and named in the output. Where energy is a codecarbon estimate (these machines)
    ``a`` is close to a constant power by construction: the energy forecast then holds because
-   estimated energy is proportional to time.
+   estimated energy is proportional to time. Estimated and measured joules never share a fit
+   (``ENERGY_KINDS``, the store's ``ESTIMATED``): a plan forecasts the measured kind where the
+   class has metered rows, else the estimated kind, and says which; ``--validate`` forecasts each
+   left-out cell's joules from the other cells' rows of its own kind.
+
+What the factor model misses, and what was tried (the demo store of 2026-12-02, 64 runs, quiet):
+its misses are the F³ and DFA cells on the two LTSF MLP workloads (29–42 %), and they are a
+workload × method interaction, not noise and not overhead. Per update, DFA costs 1.42× backprop on
+the tiny MLP and 1.14× on the small one, F³ 1.17× and 1.49× (the small cells' seed-to-seed spread
+is 2–9 %, the tiny ones' up to 22 %); a fixed per-run cost inside training is ~4 ms (the 0-update
+seasonal-naive runs), 4 % of a 0.1 s tiny run. No model in which a method's effect is independent
+of the workload can follow both ratios, and with two workloads per method none with an interaction
+is identified. Tried on the demo, leave-one-cell-out over the six LTSF-MLP cells (median): this
+least-squares fit 29.2 %; a robust (soft-L1) fit 29.2 %; an additive per-update cost (s/update =
+c[workload] + o[method]) 30.9 %, chosen per fold by its own inner validation 29.2 %; a global
+fixed seconds per run plus per-update factors 27.8 % (but 93 % on small DFA: the fitted 60 ms absorbs
+tiny DFA's excess); each method's ratio to backprop (median over the other
+workloads) 20.6 % — but on an independent grid (cpu-v1, backprop/OIALR/prune × 5 workloads,
+15 cells; backprop ran there on a quiet machine, the others loaded) that ratio model misses by
+57.2 % against this model's 53.8 %: a method's cost relative
+to backprop does not carry across workloads (OIALR's SVDs and pruning's iterations are not per
+step). None validated better on both, so none was built.
 
 ``validate`` leaves each stored cell (configuration minus seed) out in turn, forecasts it from the
 rest, and reports the median absolute percentage error of train seconds and joules.
