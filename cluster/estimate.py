@@ -25,23 +25,30 @@ The forecast has two parts, both fitted on stored ``ok`` rows of the same hardwa
    class has metered rows, else the estimated kind, and says which; ``--validate`` forecasts each
    left-out cell's joules from the other cells' rows of its own kind.
 
-What the factor model misses, and what was tried (the demo store of 2026-12-02, 64 runs, quiet):
-its misses are the F³ and DFA cells on the two LTSF MLP workloads (29–42 %), and they are a
-workload × method interaction, not noise and not overhead. Per update, DFA costs 1.42× backprop on
-the tiny MLP and 1.14× on the small one, F³ 1.17× and 1.49× (the small cells' seed-to-seed spread
-is 2–9 %, the tiny ones' up to 22 %); a fixed per-run cost inside training is ~4 ms (the 0-update
-seasonal-naive runs), 4 % of a 0.1 s tiny run. No model in which a method's effect is independent
-of the workload can follow both ratios, and with two workloads per method none with an interaction
-is identified. Tried on the demo, leave-one-cell-out over the six LTSF-MLP cells (median): this
-least-squares fit 29.2 %; a robust (soft-L1) fit 29.2 %; an additive per-update cost (s/update =
-c[workload] + o[method]) 30.9 %, chosen per fold by its own inner validation 29.2 %; a global
-fixed seconds per run plus per-update factors 27.8 % (but 93 % on small DFA: the fitted 60 ms absorbs
-tiny DFA's excess); each method's ratio to backprop (median over the other
-workloads) 20.6 % — but on an independent grid (cpu-v1, backprop/OIALR/prune × 5 workloads,
-15 cells; backprop ran there on a quiet machine, the others loaded) that ratio model misses by
-57.2 % against this model's 53.8 %: a method's cost relative
-to backprop does not carry across workloads (OIALR's SVDs and pruning's iterations are not per
-step). None validated better on both, so none was built.
+What the factor model misses, and what was tried (the demo store of 2026-12-02, 64 runs, quiet
+``-j 2``): its misses are the F³ and DFA cells on the two LTSF MLP workloads (29–42 %). In that
+store, per update, DFA cost 1.42× backprop on the tiny MLP and 1.14× on the small one, F³ 1.17× and
+1.49× (seeds within a cell agree within 2–9 % on the small MLP): no model in which a method's
+effect is independent of the workload follows both, and with two workloads per method none with an
+interaction is identified. A fixed per-run cost inside training is ~4 ms (the 0-update
+seasonal-naive runs), 4 % of a 0.1 s tiny run: not the cause. Tried, leave-one-cell-out over the
+six LTSF-MLP cells (median): this least-squares fit 29.2 %; a robust (soft-L1) fit 29.2 %; an
+additive per-update cost (s/update = c[workload] + o[method]) 30.9 %, chosen per fold by its own
+inner validation 29.2 %; a global fixed seconds per run plus per-update factors 27.8 % (93 % on
+small DFA: the fitted 60 ms absorbs tiny DFA's excess); each method's ratio to backprop (median over
+the other workloads) 20.6 % — but on an independent grid (cpu-v1, backprop/OIALR/prune × 5
+workloads, 15 cells; backprop ran quiet there, the others loaded) that ratio model misses by 57.2 %
+against this model's 53.8 %. None validated better on both, so none was built.
+
+The ratios themselves do not reproduce: a second quiet ``-j 2`` demo campaign (same code, fresh
+store, 64/64 ok in 63 s) has DFA at 0.86× backprop on the small MLP and 0.72× on the tiny one, and
+its leave-one-cell-out error is 22.4 % (train seconds) and 19.1 % (joules), now with backprop and F³
+missing and DFA within 2 %. Between the two campaigns the same cell's median train seconds moved by
+a median 15.1 % (21 cells, 0.33×–1.15×; F³/DFA cells 0.59×–0.82×): seeds of a cell run next to
+each other under the same neighbours, so their agreement understates how much a cell's time moves
+between campaigns on two shared cores. The error left is of the order of the measurement's
+repeatability (a forecast of one campaign's cells from another's same configurations would miss
+by about that), not of a model's.
 
 ``validate`` leaves each stored cell (configuration minus seed) out in turn, forecasts it from the
 rest, and reports the median absolute percentage error of train seconds and joules.
