@@ -20,7 +20,35 @@ The forecast has two parts, both fitted on stored ``ok`` rows of the same hardwa
    and ``a`` linear in those two rates are fitted; the one with the smaller leave-one-cell-out
    error is used and named in the output. Where energy is a codecarbon estimate (these machines)
    ``a`` is close to a constant power by construction: the energy forecast then holds because
-   estimated energy is proportional to time.
+   estimated energy is proportional to time. Estimated and measured joules never share a fit
+   (``ENERGY_KINDS``, the store's ``ESTIMATED``): a plan forecasts the measured kind where the
+   class has metered rows, else the estimated kind, and says which; ``--validate`` forecasts each
+   left-out cell's joules from the other cells' rows of its own kind.
+
+What the factor model misses, and what was tried (the demo store of 2026-12-02, 64 runs, quiet
+``-j 2``): its misses are the F³ and DFA cells on the two LTSF MLP workloads (29–42 %). In that
+store, per update, DFA cost 1.42× backprop on the tiny MLP and 1.14× on the small one, F³ 1.17× and
+1.49× (seeds within a cell agree within 2–9 % on the small MLP): no model in which a method's
+effect is independent of the workload follows both, and with two workloads per method none with an
+interaction is identified. A fixed per-run cost inside training is ~4 ms (the 0-update
+seasonal-naive runs), 4 % of a 0.1 s tiny run: not the cause. Tried, leave-one-cell-out over the
+six LTSF-MLP cells (median): this least-squares fit 29.2 %; a robust (soft-L1) fit 29.2 %; an
+additive per-update cost (s/update = c[workload] + o[method]) 30.9 %, chosen per fold by its own
+inner validation 29.2 %; a global fixed seconds per run plus per-update factors 27.8 % (93 % on
+small DFA: the fitted 60 ms absorbs tiny DFA's excess); each method's ratio to backprop (median over
+the other workloads) 20.6 % — but on an independent grid (cpu-v1, backprop/OIALR/prune × 5
+workloads, 15 cells; backprop ran quiet there, the others loaded) that ratio model misses by 57.2 %
+against this model's 53.8 %. None validated better on both, so none was built.
+
+The ratios themselves do not reproduce: a second quiet ``-j 2`` demo campaign (same code, fresh
+store, 64/64 ok in 63 s) has DFA at 0.86× backprop on the small MLP and 0.72× on the tiny one, and
+its leave-one-cell-out error is 22.4 % (train seconds) and 19.1 % (joules), now with backprop and F³
+missing and DFA within 2 %. Between the two campaigns the same cell's median train seconds moved by
+a median 15.1 % (21 cells, 0.33×–1.15×; F³/DFA cells 0.59×–0.82×): seeds of a cell run next to
+each other under the same neighbours, so their agreement understates how much a cell's time moves
+between campaigns on two shared cores. The error left is of the order of the measurement's
+repeatability (a forecast of one campaign's cells from another's same configurations would miss
+by about that), not of a model's.
 
 ``validate`` leaves each stored cell (configuration minus seed) out in turn, forecasts it from the
 rest, and reports the median absolute percentage error of train seconds and joules.
@@ -38,6 +66,7 @@ import pandas as pd
 
 from joulebench.harness.cells import annotate, hardware_class
 from joulebench.harness.spec import ResolvedSpec
+from joulebench.harness.store_views import ESTIMATED
 
 CONFIG = ["task", "preset", "method", "method_params", "task_params", "budget_steps",
           "budget_epochs", "budget_seconds", "world_size"]
@@ -76,12 +105,32 @@ class Forecast:
     co2_g: float | None = None
 
 
+ENERGY_KINDS = ("measured", "estimated")
+"""A row's joules are read off a sensor (RAPL, NVML) or estimated (codecarbon): the two are never
+fitted together, as the store's views never share a median between them (``store_views.ESTIMATED``)."""
+
+
+def energy_kind(rows: pd.DataFrame) -> str:
+    """The kind a forecast on these rows gives: measured where any row was metered (the class has a
+    sensor), else estimated. A row without the column is an estimate, as ``ESTIMATED`` says."""
+    return "measured" if len(of_kind(rows, "measured")) else "estimated"
+
+
+def of_kind(rows: pd.DataFrame, kind: str) -> pd.DataFrame:
+    """The rows whose joules are of this kind (``ENERGY_KINDS``)."""
+    estimated = (rows["estimated"].fillna(True).astype(bool) if "estimated" in rows
+                 else pd.Series(True, index=rows.index))
+    return rows[estimated if kind == "estimated" else ~estimated]
+
+
 @dataclass
 class EnergyModel:
-    """energy_J = a · train device-hours, a = c0 (+ c1 · samples/dh + c2 · updates/dh)."""
+    """energy_J = a · train device-hours, a = c0 (+ c1 · samples/dh + c2 · updates/dh), fitted on
+    rows of one energy kind only."""
 
     coef: np.ndarray
     linear: bool
+    kind: str = "estimated"
 
     def per_device_hour(self, samples_per_dh: float, updates_per_dh: float) -> float:
         if not self.linear:
@@ -90,10 +139,11 @@ class EnergyModel:
 
     def describe(self) -> str:
         if not self.linear:
-            return f"energy = a · device-hours, a = {self.coef[0]:,.0f} J per device-hour (constant)"
+            return (f"{self.kind} energy = a · device-hours, a = {self.coef[0]:,.0f} J per device-hour "
+                    "(constant)")
         c0, c1, c2 = self.coef
-        return (f"energy = a · device-hours, a = {c0:,.0f} + {c1:.4g}·samples/dh + {c2:.4g}·updates/dh "
-                "J per device-hour")
+        return (f"{self.kind} energy = a · device-hours, a = {c0:,.0f} + {c1:.4g}·samples/dh + "
+                f"{c2:.4g}·updates/dh J per device-hour")
 
 
 @dataclass
@@ -185,7 +235,8 @@ def history(store, hw: str | None = None) -> pd.DataFrame:
     """Stored ok rows (not search trials) with the columns a forecast uses, of one hardware class."""
     known = {r[0] for r in store.execute("DESCRIBE runs").fetchall()}
     cols = ", ".join(c for c in COLUMNS if c in known)
-    rows = store.execute(f"SELECT {cols} FROM runs WHERE status = 'ok' AND parent_key IS NULL").df()
+    kind = f", {ESTIMATED} AS estimated" if "energy_estimated" in known else ", true AS estimated"
+    rows = store.execute(f"SELECT {cols}{kind} FROM runs WHERE status = 'ok' AND parent_key IS NULL").df()
     if rows.empty:
         return rows
     rows = annotate(rows)
@@ -300,17 +351,23 @@ def basis_factors(rows: pd.DataFrame, max_error: float = FACTOR_MAX_ERROR
     return (None if check.held_back else CostFactors(rows)), check
 
 
-def fit_energy(rows: pd.DataFrame, linear: bool) -> EnergyModel:
+def fit_energy(rows: pd.DataFrame, linear: bool, kind: str | None = None) -> EnergyModel | None:
+    """The energy model on the rows of one kind (``energy_kind(rows)`` where not given); None where
+    no row is of that kind."""
+    kind = kind or energy_kind(rows)
+    rows = of_kind(rows, kind)
+    if not len(rows):
+        return None
     a = rows["train_energy_j"] / rows["train_dh"]
     if not linear:
-        return EnergyModel(np.array([float(a.median())]), False)
+        return EnergyModel(np.array([float(a.median())]), False, kind)
     x = np.column_stack([np.ones(len(rows)), rows["samples"] / rows["train_dh"],
                          rows["gradient_updates"] / rows["train_dh"]])
     coef, *_ = np.linalg.lstsq(x, a.to_numpy(dtype=float), rcond=None)
-    return EnergyModel(coef, True)
+    return EnergyModel(coef, True, kind)
 
 
-def forecast(target: dict[str, Any], rows: pd.DataFrame, model: EnergyModel, label: str,
+def forecast(target: dict[str, Any], rows: pd.DataFrame, model: EnergyModel | None, label: str,
              g_per_kwh: float, levels=LEVELS, factors: CostFactors | None = None) -> Forecast:
     level, train_s, basis = forecast_time(target, rows, levels, factors)
     if level is None:
@@ -319,9 +376,10 @@ def forecast(target: dict[str, Any], rows: pd.DataFrame, model: EnergyModel, lab
     rate = basis[basis["samples"] > 0]
     samples_dh = float((rate["samples"] / rate["train_dh"]).median()) if len(rate) else 0.0
     updates_dh = float((rate["gradient_updates"] / rate["train_dh"]).median()) if len(rate) else 0.0
-    joules = model.per_device_hour(samples_dh, updates_dh) * dh
+    joules = None if model is None else model.per_device_hour(samples_dh, updates_dh) * dh
     wall_ratio = float((basis["wall_s"] / basis["train_s"]).median())
-    return Forecast(label, level, train_s, joules, dh * wall_ratio, joules / 3.6e6 * g_per_kwh)
+    co2 = None if joules is None else joules / 3.6e6 * g_per_kwh
+    return Forecast(label, level, train_s, joules, dh * wall_ratio, co2)
 
 
 # -- validation --------------------------------------------------------------------------------------
@@ -330,8 +388,10 @@ def _cells(rows: pd.DataFrame) -> list[tuple[Any, pd.DataFrame]]:
     return list(keyed.groupby("_cfg"))
 
 
-def loco_errors(rows: pd.DataFrame, linear: bool, factors_ok: bool = True) -> pd.DataFrame:
-    """Each cell forecast from the others: absolute percentage error of train seconds and joules.
+def loco_errors(rows: pd.DataFrame, linear: bool | dict[str, bool], factors_ok: bool = True) -> pd.DataFrame:
+    """Each cell forecast from the others: absolute percentage error of train seconds and joules,
+    the joules from the other cells' rows of the cell's own energy kind (``linear``: the energy
+    model's form, one for all kinds or one per kind).
     With ``factors_ok`` False (the factor basis held back) the factor model is not a basis; where
     it would have served a cell, what it would have given is kept as that cell's guess."""
     out = []
@@ -339,8 +399,9 @@ def loco_errors(rows: pd.DataFrame, linear: bool, factors_ok: bool = True) -> pd
         rest = rows.drop(index=cell.index)
         if not len(rest):
             continue
-        model = fit_energy(rest, linear)
         first = cell.iloc[0]
+        kind = energy_kind(cell)
+        model = fit_energy(rest, linear if isinstance(linear, bool) else linear[kind], kind)
         target = _target(first)
         f = forecast(target, rest, model, "", 0.0, factors=CostFactors(rest) if factors_ok else None)
         guess = None
@@ -357,14 +418,19 @@ def loco_errors(rows: pd.DataFrame, linear: bool, factors_ok: bool = True) -> pd
                     "basis": f.basis or "no basis", "actual_s": actual_s, "forecast_s": f.train_s,
                     "actual_j": actual_j, "forecast_j": f.energy_j,
                     "err_s": abs(f.train_s / actual_s - 1) if f.basis else None,
-                    "err_j": abs(f.energy_j / actual_j - 1) if f.basis and actual_j > 0 else None})
+                    "energy": energy_kind(cell),
+                    "err_j": (abs(f.energy_j / actual_j - 1)
+                              if f.basis and f.energy_j is not None and actual_j > 0 else None)})
     return pd.DataFrame(out)
 
 
-def choose_energy_model(rows: pd.DataFrame) -> tuple[EnergyModel, dict[str, float]]:
-    """The energy model with the smaller leave-one-cell-out median error on this history, with
-    the error of each candidate (energy error given the true device-hours, so the choice is not
-    blurred by the time forecast)."""
+def choose_energy_model(rows: pd.DataFrame, kind: str | None = None
+                        ) -> tuple[EnergyModel | None, dict[str, float]]:
+    """The energy model with the smaller leave-one-cell-out median error on this history's rows of
+    one energy kind (``energy_kind(rows)`` where not given), with the error of each candidate
+    (energy error given the true device-hours, so the choice is not blurred by the time forecast)."""
+    kind = kind or energy_kind(rows)
+    rows = of_kind(rows, kind)
     errors = {}
     for linear in (False, True):
         errs = []
@@ -372,14 +438,14 @@ def choose_energy_model(rows: pd.DataFrame) -> tuple[EnergyModel, dict[str, floa
             rest = rows.drop(index=cell.index)
             if len(rest) < (4 if linear else 1):
                 continue
-            m = fit_energy(rest, linear)
+            m = fit_energy(rest, linear, kind)
             for _, r in cell.iterrows():
                 a = m.per_device_hour(r["samples"] / r["train_dh"], r["gradient_updates"] / r["train_dh"])
                 if r["train_energy_j"] > 0:
                     errs.append(abs(a * r["train_dh"] / r["train_energy_j"] - 1))
         errors["linear" if linear else "constant"] = float(np.median(errs)) if errs else math.inf
     linear = errors["linear"] < errors["constant"]
-    return fit_energy(rows, linear), errors
+    return fit_energy(rows, linear, kind), errors
 
 
 def plan_forecasts(specs: list[ResolvedSpec], store, g_per_kwh: float,
@@ -426,14 +492,17 @@ def format_forecasts(forecasts: list[Forecast], hw: str, model: str) -> str:
 
 
 def format_validation(rows: pd.DataFrame, max_error: float = FACTOR_MAX_ERROR) -> str:
-    model, candidates = choose_energy_model(rows)
     check = check_factors(rows, max_error)
-    errors = loco_errors(rows, model.linear, factors_ok=not check.held_back)
+    models = {kind: choose_energy_model(rows, kind) for kind in ENERGY_KINDS if len(of_kind(rows, kind))}
+    errors = loco_errors(rows, {kind: model.linear for kind, (model, _) in models.items()},
+                         factors_ok=not check.held_back)
     scored = errors[errors["basis"] != "no basis"]
-    lines = [f"leave-one-cell-out over {len(errors)} stored cells ({len(rows)} runs); {model.describe()}",
-             "energy-model candidates (median error given true device-hours): "
-             + ", ".join(f"{k} {v:.1%}" for k, v in candidates.items()),
-             check.describe(),
+    lines = [f"leave-one-cell-out over {len(errors)} stored cells ({len(rows)} runs); joules of each kind "
+             "from its own rows only"]
+    for model, candidates in models.values():
+        lines.append(f"{model.describe()}; candidates (median error given true device-hours): "
+                     + ", ".join(f"{k} {v:.1%}" for k, v in candidates.items()))
+    lines += [check.describe(),
              "| cell | basis | train s actual | forecast | err | joules actual | forecast | err |",
              "|---|---|---|---|---|---|---|---|"]
     for _, e in errors.iterrows():
@@ -449,6 +518,9 @@ def format_validation(rows: pd.DataFrame, max_error: float = FACTOR_MAX_ERROR) -
         lines.append(f"median absolute error: train seconds {scored['err_s'].median():.1%}, joules "
                      f"{pd.to_numeric(scored['err_j']).median():.1%} over {len(scored)} cells with a basis; "
                      f"{len(errors) - len(scored)} cells had no basis")
+        for kind, group in scored.groupby("energy") if len(models) > 1 else ():
+            lines.append(f"  {kind} energy: {len(group)} cells, median error joules "
+                         f"{pd.to_numeric(group['err_j']).median():.1%}")
         for basis, group in scored.groupby("basis"):
             lines.append(f"  {basis}: {len(group)} cells, median error train seconds "
                          f"{group['err_s'].median():.1%}")

@@ -29,6 +29,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_common(c)
     c.set_defaults(func=cmd_suite_run)
 
+    c = ssub.add_parser("calibrate", help="measure a suite's targets from the baseline's stored runs")
+    c.add_argument("suite")
+    c.add_argument("--method", required=True, help="the baseline whose runs set the targets (backprop)")
+    c.add_argument("--write", type=Path, default=None,
+                   help="write the suite file with its targets filled in (a file without targets only)")
+    add_common(c)
+    c.set_defaults(func=cmd_suite_calibrate)
+
     p = sub.add_parser("score", help="score stored runs on a suite: energy/time-to-target profiles")
     p.add_argument("suite")
     add_common(p)
@@ -95,6 +103,24 @@ def cmd_suite_run(args: argparse.Namespace) -> int:
     failed = [r for r in results if r.get("status") != "ok"]
     print(f"suite {suite.label} for {args.method}: {len(results) - len(failed)} ok, {len(failed)} not ok now")
     return 1 if failed else 0
+
+
+def cmd_suite_calibrate(args: argparse.Namespace) -> int:
+    from joulebench.harness.registry import registry
+    from joulebench.harness.scoring import calibrate, format_calibration, write_targets
+    from joulebench.harness.store import Store
+    from joulebench.harness.suite import load_suite, parse_suite, suite_path
+
+    suite = load_suite(args.suite)
+    registry(args.plugin)
+    calibrations = calibrate(Store(results_dir(args)), suite, args.method)
+    print(format_calibration(suite, calibrations))
+    if args.write:
+        text = write_targets(suite_path(args.suite).read_text(), calibrations)
+        parse_suite(text, args.write)  # what is written loads and follows its rule
+        args.write.write_text(text)
+        print(f"wrote {args.write}")
+    return 0
 
 
 def cmd_score(args: argparse.Namespace) -> int:

@@ -13,8 +13,10 @@ only between rows whose energy is of the same kind (estimated or measured).
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,7 +25,7 @@ import pandas as pd
 
 from joulebench.harness.cells import annotate
 from joulebench.harness.params import SpecError
-from joulebench.harness.suite import Suite, Workload
+from joulebench.harness.suite import Suite, TargetSet, Workload, stale_lines, task_code
 
 INF = math.inf
 QUANTITY_COLUMN = {"energy": "energy_to_target_j", "time": "time_to_target_s"}
@@ -192,6 +194,7 @@ def _with_costs(store, frame: pd.DataFrame) -> pd.DataFrame:
 
 def score_suite(store, suite: Suite) -> tuple[pd.DataFrame, list[Scores]]:
     """The trials and, per hardware class (and energy kind for energy), the scores."""
+    suite.require_targets()
     trials = suite_trials(store, suite)
     if trials.empty:
         return trials, []
@@ -239,6 +242,7 @@ def format_scores(suite: Suite, results: list[Scores], trials: pd.DataFrame) -> 
     want = {w.name: len(suite.seeds_of(w)) for w in suite.workloads}
     short += [f"{e} on {w}: {r.run} of {want[w]} seeds stored" for (w, e), r in seeds.iterrows() if r.run < want[w]]
     short += absent_lines(suite, trials)
+    short += [f"STALE: {line}" for line in stale_lines(suite)]
     head = (f"suite {suite.label}: score = area under the performance profile up to tau_max "
             f"{suite.scoring.tau_max:g}, normalised (1 = best on every workload); cost = median over seeds "
             "of train energy/seconds until the validation target")
@@ -287,3 +291,87 @@ def plot_profiles(results: list[Scores], out_stem: Path) -> list[Path]:
         fig.savefig(path, dpi=120)
     plt.close(fig)
     return paths
+
+
+# -- calibration: targets measured from the baseline's stored runs ---------------------------------------
+@dataclass
+class Calibration:
+    """One workload's measured target and what it was measured on."""
+
+    workload: str
+    metric: str
+    higher_is_better: bool
+    target: float
+    target_set: TargetSet
+
+
+def best_value(points: pd.DataFrame, metric: str, higher: bool) -> float:
+    """The best validation value of ``metric`` over a run's validation points (all within its cap)."""
+    values = [json.loads(m).get(metric) for m in points["metrics_json"]]
+    values = [float(v) for v in values if v is not None and math.isfinite(float(v))]
+    if not values:
+        raise SpecError(f"no validation value of {metric!r} stored")
+    return max(values) if higher else min(values)
+
+
+def calibrate(store, suite: Suite, baseline: str, today: datetime.date | None = None) -> list[Calibration]:
+    """Every workload's target by the suite's ``target_rule`` from the baseline's ok runs of the
+    runs the suite asks of it *on the current code* (their run keys; an older code's rows are
+    another key and do not count), with the task's current code hash. One-line errors where the
+    suite names no rule or a seed's run is missing."""
+    from joulebench.harness.spec import resolve
+
+    if suite.target_rule is None:
+        raise SpecError(f"suite {suite.label} names no target_rule: its targets are typed, not calibrated")
+    today = today or datetime.datetime.now(datetime.UTC).date()
+    out = []
+    for w in suite.workloads:
+        keys = {resolve(spec).run_key: spec.seed for ww, spec in suite.run_specs(baseline) if ww.name == w.name}
+        rows = store.execute("SELECT run_key, primary_metric, higher_is_better FROM runs WHERE status = 'ok' "
+                             "AND parent_key IS NULL AND run_key IN (SELECT unnest(?))", [list(keys)]).df()
+        missing = sorted(seed for key, seed in keys.items() if key not in set(rows["run_key"]))
+        if missing:
+            raise SpecError(f"suite {suite.label}: workload {w.name!r}: no ok run of {baseline} on the current "
+                            f"code for seeds {missing}: run `joulebench suite run {suite.name} --method {baseline}`")
+        curves = store.execute("SELECT run_key, metrics_json FROM curves WHERE split = 'val' "
+                               "AND run_key IN (SELECT unnest(?))", [list(keys)]).df()
+        metric, higher = rows["primary_metric"].iloc[0], bool(rows["higher_is_better"].iloc[0])
+        by_seed = {keys[k]: best_value(curves[curves["run_key"] == k], metric, higher) for k in keys}
+        seeds = tuple(suite.seeds_of(w))
+        best = tuple(by_seed[seed] for seed in seeds)
+        out.append(Calibration(w.name, metric, higher, suite.target_rule.apply(list(best)),
+                               TargetSet(baseline=baseline, seeds=seeds, best=best,
+                                         task_code=task_code(w.task), date=today)))
+    return out
+
+
+def format_calibration(suite: Suite, calibrations: list[Calibration]) -> str:
+    rule = suite.target_rule
+    lines = [f"suite {suite.label}: targets by {rule.value} ({rule.describe()})",
+             "| workload | metric | best per seed | target | task code |", "|---|---|---|---|---|"]
+    for c in calibrations:
+        ts = c.target_set
+        best = ", ".join(f"{seed}: {v:.6g}" for seed, v in zip(ts.seeds, ts.best))
+        better = "higher" if c.higher_is_better else "lower"
+        lines.append(f"| {c.workload} | val {c.metric} ({better} is better) | {best} | {c.target:.6g} | "
+                     f"{ts.task_code} |")
+    return "\n".join(lines)
+
+
+def write_targets(text: str, calibrations: list[Calibration]) -> str:
+    """The suite file's text with each workload's ``target`` and ``target_set`` after its name line
+    (comments kept). Refuses a file that has targets already: a suite's targets never change."""
+    if re.search(r"^\s*target\s*=", text, flags=re.MULTILINE):
+        raise SpecError("the suite file has targets already: a suite version's targets never change; "
+                        "make a new version (a new file) and calibrate that")
+    for c in calibrations:
+        ts = c.target_set
+        line = re.compile(rf'^(name\s*=\s*"{re.escape(c.workload)}"[^\n]*\n)', flags=re.MULTILINE)
+        best = ", ".join(repr(v) for v in ts.best)
+        record = (f"target = {c.target!r}  # val {c.metric}: {ts.baseline}'s best per seed, median\n"
+                  f'target_set = {{ baseline = "{ts.baseline}", seeds = {list(ts.seeds)}, best = [{best}], '
+                  f'task_code = "{ts.task_code}", date = {ts.date.isoformat()} }}\n')
+        text, n = line.subn(lambda m, record=record: m.group(1) + record, text, count=1)
+        if n != 1:
+            raise SpecError(f"the suite file has no workload line name = \"{c.workload}\"")
+    return text

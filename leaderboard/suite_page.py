@@ -11,7 +11,7 @@ import streamlit as st
 
 from joulebench.harness.scoring import Scores, profile, score_suite
 from joulebench.harness.store import Store
-from joulebench.harness.suite import available, load_suite
+from joulebench.harness.suite import available, load_suite, stale_lines
 
 TRIAL_COLUMNS = ["workload", "entry", "seed", "status", "time_to_target_s", "energy_to_target_j",
                  "primary_value", "train_s", "train_energy_j", "hw", "energy_kind", "run_key"]
@@ -39,6 +39,8 @@ def suite_tab(root: str, f=None) -> None:
     st.caption(f"{suite.label}: {suite.description}. Cost = median over seeds of train energy/seconds until "
                f"the validation target; score = normalised area under the profile up to τ = "
                f"{suite.scoring.tau_max:g}. Groups never mix hardware classes or estimated with measured energy.")
+    for line in stale_lines(suite):
+        st.warning(f"Stale target — {line}")
     trials, results = score_suite(Store(Path(root)), suite)
     if not results:
         st.info(f"No stored runs of {suite.label}'s workloads. Run it for a method with\n\n"

@@ -16,6 +16,7 @@ from joulebench.cluster.estimate import (
     basis_factors,
     check_factors,
     choose_energy_model,
+    energy_kind,
     fit_energy,
     forecast,
     format_validation,
@@ -228,3 +229,28 @@ def test_a_bad_factor_max_error_is_a_one_line_error(tmp_path, capsys, value):
                  "--factor-max-error", value])
     err = capsys.readouterr().err.strip()
     assert code == 2 and "--factor-max-error" in err and "\n" not in err
+
+
+def mixed_kind_rows() -> pd.DataFrame:
+    """`history_rows` on one hardware class where the lr=1e-3 cells were metered (100 kJ per
+    device-hour, a sensor) and the lr=3e-3 cells estimated (40 kJ per device-hour, codecarbon)."""
+    rows = history_rows()
+    measured = rows["method_params"] == json.dumps({"lr": 1e-3})
+    rows["estimated"] = ~measured
+    rows.loc[measured, "train_energy_j"] = 100_000 * rows.loc[measured, "train_dh"]
+    return rows
+
+
+def test_estimated_and_measured_joules_never_share_an_energy_fit():
+    rows = mixed_kind_rows()
+    measured, _ = choose_energy_model(rows, "measured")
+    estimated, _ = choose_energy_model(rows, "estimated")
+    assert measured.coef[0] == pytest.approx(100_000) and estimated.coef[0] == pytest.approx(40_000)
+    assert "measured" in measured.describe() and "estimated" in estimated.describe()
+    # each left-out cell's joules come from its own kind's rows (one shared fit would give ~70 kJ/dh)
+    errors = loco_errors(rows, linear=False)
+    assert pd.to_numeric(errors["err_j"]).max() < 0.01
+    assert energy_kind(rows) == "measured" and energy_kind(rows[rows["estimated"]]) == "estimated"
+    assert energy_kind(history_rows()) == "estimated"  # no kind column: an estimate, as the store's view says
+    text = format_validation(rows)
+    assert "measured energy" in text and "estimated energy" in text
