@@ -91,7 +91,8 @@ given), so a run whose nearest stored run is this far away is reported as "no ba
 COLUMNS = ("run_key task preset model method method_params task_params budget_steps budget_epochs "
            "budget_seconds world_size device samples epochs gradient_updates train_s wall_s "
            "train_energy_j total_energy_j device_hours cpu_model gpu_model hardware_class "
-           "energy_estimated co2_total_g carbon_intensity_g_per_kwh spec_json code_hash cell_key").split()
+           "energy_estimated co2_total_g carbon_intensity_g_per_kwh spec_json code_hash cell_key "
+           "train_cpu_s host_load_1m cpu_count").split()
 
 
 @dataclass
@@ -502,7 +503,7 @@ def format_validation(rows: pd.DataFrame, max_error: float = FACTOR_MAX_ERROR) -
     for model, candidates in models.values():
         lines.append(f"{model.describe()}; candidates (median error given true device-hours): "
                      + ", ".join(f"{k} {v:.1%}" for k, v in candidates.items()))
-    lines += [check.describe(),
+    lines += [conditions(rows), check.describe(),
              "| cell | basis | train s actual | forecast | err | joules actual | forecast | err |",
              "|---|---|---|---|---|---|---|---|"]
     for _, e in errors.iterrows():
@@ -534,6 +535,21 @@ def format_validation(rows: pd.DataFrame, max_error: float = FACTOR_MAX_ERROR) -
         lines.append(f"not used as a basis: the nearest looser level would have missed train seconds by "
                      f"{guessed.median():.0%} (median over {len(guessed)} cells)")
     return "\n".join(lines)
+
+
+def conditions(rows: pd.DataFrame) -> str:
+    """How contended the history's times were: a forecast from rows taken beside other work (or
+    alone) holds for a campaign run the same way, and its error includes how much that varied."""
+    load = pd.to_numeric(rows.get("host_load_1m"), errors="coerce").dropna() if "host_load_1m" in rows else ()
+    if not len(load):
+        return "machine load while the rows ran: not recorded (rows older than the host_load_1m column)"
+    share = (pd.to_numeric(rows["train_cpu_s"], errors="coerce") / rows["train_s"]).dropna()
+    cores = pd.to_numeric(rows.get("cpu_count"), errors="coerce").dropna()
+    return (f"machine load while the rows ran: median {load.median():.2f} (range {load.min():.2f}–"
+            f"{load.max():.2f}, {len(load)} of {len(rows)} rows)"
+            + (f" on {int(cores.median())} cores" if len(cores) else "")
+            + (f"; CPU seconds per training second: median {share.median():.2f} "
+               f"({share.min():.2f}–{share.max():.2f})" if len(share) else ""))
 
 
 def parse_energy(text: str) -> float:

@@ -1,7 +1,9 @@
 """Phase accounting: wall time and energy per window (setup | train | eval).
 
 The clock reads the meter only when the phase changes, so training steps pay nothing. Evaluation
-interleaved with training is its own window and never charged to training.
+interleaved with training is its own window and never charged to training. Beside wall seconds it
+keeps this process's CPU seconds per window: on a shared machine wall time stretches with the
+neighbours' load while CPU time does not, so their ratio says whether a time was contended.
 """
 
 from __future__ import annotations
@@ -29,24 +31,28 @@ class PhaseClock:
         self.meter = meter
         self.sync = sync or (lambda: None)
         self.seconds = {p: 0.0 for p in PHASES}
+        self.cpu_seconds = {p: 0.0 for p in PHASES}
         self.joules: dict[str, dict[str, float | None]] = {p: {d: None for d in DEVICES} for p in PHASES}
         self.sources: dict[str, str] = {}
         self.current: str | None = None
         self._last: Reading | None = None
+        self._last_cpu = time.process_time()
         self.started = time.perf_counter()
 
     def switch(self, phase: str | None) -> None:
         """End the current window and open ``phase`` (None closes the clock)."""
         self.sync()
         reading = self.meter.read() if self.meter is not None else Reading(time.perf_counter())
+        cpu = time.process_time()
         if self.current is not None and self._last is not None:
             self.seconds[self.current] += reading.t - self._last.t
+            self.cpu_seconds[self.current] += cpu - self._last_cpu
             for dev, value in reading.minus(self._last).items():
                 if value is not None:
                     prev = self.joules[self.current][dev]
                     self.joules[self.current][dev] = value + (prev or 0.0)
         self.sources.update(reading.sources)
-        self.current, self._last = phase, reading
+        self.current, self._last, self._last_cpu = phase, reading, cpu
 
     def total_j(self, phase: str) -> float | None:
         values = [v for v in self.joules[phase].values() if v is not None]

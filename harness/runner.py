@@ -7,6 +7,7 @@ and the result row. Isolation from crashes is the worker's job (``harness.worker
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 import time
@@ -171,7 +172,8 @@ class Runner:
         g = self.intensity.g_per_kwh
         out: dict[str, Any] = {
             "wall_s": wall_s, "setup_s": clock.seconds["setup"], "train_s": clock.seconds["train"],
-            "eval_s": clock.seconds["eval"],
+            "eval_s": clock.seconds["eval"], "train_cpu_s": clock.cpu_seconds["train"],
+            "host_load_1m": host_load(),
             "setup_energy_j": clock.total_j("setup"), "train_energy_j": clock.total_j("train"),
             "eval_energy_j": clock.total_j("eval"), "total_energy_j": total_j,
             "train_energy_cpu_j": train.get("cpu"), "train_energy_gpu_j": train.get("gpu"),
@@ -246,6 +248,15 @@ class Runner:
         # a trial is a single-process run of its own, whichever rank of a search runs it
         runner = Runner(self.store, self.meter, region=self.intensity.region, store_rows=self.store_rows)
         return runner.run(child)
+
+
+def host_load() -> float | None:
+    """The machine's 1-minute load average as the run ends (None where the OS has none): a time
+    taken beside other work is longer than the same run alone, and the row should say so."""
+    try:
+        return os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return None
 
 
 def one_line(exc: BaseException) -> str:

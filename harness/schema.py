@@ -35,7 +35,7 @@ RUNS = pa.schema([
     ("target", pa.float64()), ("reached_target", pa.bool_()),
     ("time_to_target_s", pa.float64()), ("energy_to_target_j", pa.float64()),
     ("wall_s", pa.float64()), ("setup_s", pa.float64()), ("train_s", pa.float64()),
-    ("eval_s", pa.float64()),
+    ("eval_s", pa.float64()), ("train_cpu_s", pa.float64()), ("host_load_1m", pa.float64()),
     ("setup_energy_j", pa.float64()), ("train_energy_j", pa.float64()),
     ("eval_energy_j", pa.float64()), ("total_energy_j", pa.float64()),
     ("train_energy_cpu_j", pa.float64()), ("train_energy_gpu_j", pa.float64()),

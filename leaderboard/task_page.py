@@ -215,6 +215,9 @@ def run_detail(root: str, key: str, row: dict) -> None:
     st.caption(f"energy source: {fmt(row.get('energy_source'))}; notes: {fmt(row.get('energy_notes'))}; "
                f"CO2 {fmt(row.get('co2_g'))} g at {fmt(row.get('carbon_intensity_g_per_kwh'))} g/kWh "
                f"({fmt(row.get('carbon_source'))})")
+    st.caption(f"training used {fmt(row.get('train_cpu_s'))} CPU seconds in {fmt(row.get('train_s'))} s; "
+               f"machine load at the end {fmt(row.get('host_load_1m'))} on {fmt(row.get('cpu_count'))} cores "
+               "(times taken beside other work run longer)")
     curves = query(root, "curves", None, [key])
     curves = curves.dropna(subset=["value"])
     if not curves.empty:

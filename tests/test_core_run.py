@@ -36,6 +36,7 @@ def test_tiny_run_leaves_one_complete_row(results: Path) -> None:
     assert row.status == "ok" and row.primary_metric == "mse"
     assert 0 < row.primary_value < 2 and math.isclose(row.metric_mse, row.primary_value)
     assert row.train_s > 0 and row.eval_s > 0 and row.setup_s > 0
+    assert 0 < row.train_cpu_s and row.host_load_1m >= 0  # what a reader needs to judge a contended time
     assert row.train_energy_j > 0 and row.energy_estimated
     assert row.energy_cpu_source.startswith("estimate:codecarbon")
     assert row.energy_gpu_source is None and math.isnan(row.train_energy_gpu_j)  # no GPU: NULL, not 0

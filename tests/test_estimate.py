@@ -254,3 +254,13 @@ def test_estimated_and_measured_joules_never_share_an_energy_fit():
     assert energy_kind(history_rows()) == "estimated"  # no kind column: an estimate, as the store's view says
     text = format_validation(rows)
     assert "measured energy" in text and "estimated energy" in text
+
+
+def test_validation_says_how_contended_the_rows_times_were() -> None:
+    from joulebench.cluster.estimate import conditions
+
+    rows = pd.DataFrame({"train_s": [1.0, 2.0], "train_cpu_s": [0.9, 1.0], "host_load_1m": [1.0, 3.0],
+                         "cpu_count": [2, 2]})
+    assert conditions(rows) == ("machine load while the rows ran: median 2.00 (range 1.00–3.00, 2 of 2 rows) "
+                                "on 2 cores; CPU seconds per training second: median 0.70 (0.50–0.90)")
+    assert "not recorded" in conditions(pd.DataFrame({"train_s": [1.0]}))
