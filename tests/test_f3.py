@@ -391,8 +391,9 @@ def test_seed_benchmark_reports_a_store_without_its_rows(tmp_path):
 
 
 def test_seed_benchmark_full_grid_extends_upwards_only_for_the_methods_at_its_top():
-    """The 100-epoch classification put DRTP and LLO at the common grid's top (3e-3): their grid
-    goes on upwards, the others' stops where their best was interior (a rate per method)."""
+    """The 100-epoch classification put DRTP and LLO at the common grid's top (3e-3), the
+    200-epoch regression LLO: their grid goes on upwards, the others' stops where their best was
+    interior (a grid per method and setting)."""
     import argparse
 
     bench = seed_benchmark()
@@ -402,3 +403,6 @@ def test_seed_benchmark_full_grid_extends_upwards_only_for_the_methods_at_its_to
     assert rates["backprop"] == rates["f3"] == rates["dfa"] == [1e-4, 3e-4, 1e-3, 3e-3]
     quick = bench.build_specs(argparse.Namespace(quick=True, seeds=[0]), "classification")
     assert {s.method_params["lr"] for s in quick if s.method == "drtp"} == {3e-4, 3e-3}
+    reg = bench.build_specs(argparse.Namespace(quick=False, seeds=[0]), "regression")
+    assert {s.method_params["lr"] for s in reg if s.method == "llo"} == {1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2}
+    assert {s.method_params["lr"] for s in reg if s.method == "drtp"} == {1e-4, 3e-4, 1e-3, 3e-3}

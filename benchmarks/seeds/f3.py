@@ -47,10 +47,12 @@ LR_GRID = {"quick": (3e-4, 3e-3), "full": (1e-4, 3e-4, 1e-3, 3e-3)}
 """Full: 25x the quick budget moves Adam's best rates down (at 8 epochs every method but F³ was
 best at 3e-3). 3e-3 was added after the 200-epoch regression (2026-12-02) put DRTP, F³ and LLO
 at the then top 1e-3; the edge lines after the table say whether the grid holds each best rate."""
-LR_ABOVE = {"classification": {"drtp": (1e-2, 3e-2), "llo": (1e-2, 3e-2)}}
+LR_ABOVE = {"classification": {"drtp": (1e-2, 3e-2), "llo": (1e-2, 3e-2)},
+            "regression": {"llo": (1e-2, 3e-2)}}
 """Full mode: rates above :data:`LR_GRID` for the methods whose best was its top in a measured
-run (classification, 100 epochs, 2026-12-02: DRTP and LLO best at 3e-3), so that each method's
-grid holds its best inside; the methods whose best was interior are not run at them."""
+run (2026-12-02: classification at 100 epochs, DRTP and LLO best at 3e-3; regression at 200
+epochs, LLO best at 3e-3), so that each method's grid holds its best inside; the methods whose
+best was interior are not run at them."""
 REGRESSION = {"model": "mlp", "features": "S", "activation": "tanh", "seq_len": 48, "pred_len": 12,
               "label_len": 0, "d_ff": 128, "e_layers": 2, "batch_size": 50}
 CLASSIFICATION = {"model": "mlp", "image_size": 16, "hidden": 128, "hidden_layers": 2, "batch_size": 50}
