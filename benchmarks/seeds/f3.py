@@ -19,7 +19,8 @@ Headlines (per seed, each method at its best lr; median and range over seeds):
 ``gap_closed_vs_drtp`` and ``gap_closed_vs_llo`` = (E_baseline − E_F³) / (E_baseline − E_BP)
 (the paper: "up to 96 %" against these similarly plausible baselines), and
 ``gap_closed_dfa_vs_llo`` for comparison; the same with suffix ``_cls`` for classification, where
-E is the test error rate 1 − top-1.
+E is the test error rate 1 − top-1. A seed on which the baseline is not worse than backprop has no
+gap to close: it is left out of the median and named in a line before the headlines.
 
 Classification (the paper's second table, its MNIST/CIFAR fully connected networks): the
 ``imagenet`` task's generated texture classes (4 classes at 16 px; quick: the tiny preset's 200
@@ -164,9 +165,23 @@ def convergence_table(errors: dict[str, list[float]], epochs: int) -> str:
 
 
 def gap_closed(best, method: str, baseline: str) -> list[float]:
+    """Per seed, the share of the baseline's gap to backprop that ``method`` closes; NaN on a
+    seed where the baseline is not worse than backprop (there is no gap: the ratio would divide
+    by ~0 or flip its sign), which the headline's median then leaves out."""
     e_m, e_b, e_bp = best[method], best[baseline], best["backprop"]
     seeds = e_m.index.intersection(e_b.index).intersection(e_bp.index)
-    return [float((e_b[s] - e_m[s]) / (e_b[s] - e_bp[s])) for s in seeds]
+    return [float((e_b[s] - e_m[s]) / (e_b[s] - e_bp[s])) if e_b[s] > e_bp[s] else math.nan
+            for s in seeds]
+
+
+def undefined_gap_line(best, baseline: str) -> str | None:
+    """The seeds on which the baseline has no gap to backprop, or None when it trails on all."""
+    e_b, e_bp = best[baseline], best["backprop"]
+    seeds = [s for s in e_b.index.intersection(e_bp.index) if not e_b[s] > e_bp[s]]
+    if not seeds:
+        return None
+    return (f"gap vs {baseline} undefined on seed{'s' if len(seeds) > 1 else ''} "
+            f"{', '.join(str(s) for s in seeds)}: {baseline}'s test error is not above backprop's")
 
 
 def main() -> None:
@@ -186,6 +201,8 @@ def main() -> None:
             print(f"best lr test error {method}: " + ", ".join(f"seed {s}: {v:.4f}" for s, v in err.items()))
         suffix = "_cls" if setting == "classification" else ""
         if set(METHODS) <= best.keys():
+            for line in filter(None, (undefined_gap_line(best, b) for b in ("drtp", "llo"))):
+                print(line)
             print(common.headline(f"gap_closed_vs_drtp{suffix}", gap_closed(best, "f3", "drtp")))
             print(common.headline(f"gap_closed_vs_llo{suffix}", gap_closed(best, "f3", "llo")))
             print(common.headline(f"gap_closed_dfa_vs_llo{suffix}", gap_closed(best, "dfa", "llo")))
