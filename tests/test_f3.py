@@ -377,3 +377,50 @@ def test_seed_benchmark_reads_convergence_from_the_stored_curve(tmp_path):
     assert errors["f3"][-1] == pytest.approx(row["val_mse"])
     table = bench.convergence_table(errors, 4)
     assert "| f3 | " in table and "epoch 3 |" in table and "%" in table.splitlines()[-1]
+
+
+def test_seed_benchmark_reports_a_store_without_its_rows(tmp_path):
+    """``--table-only`` on a store holding none of the specs' run keys (another code version's)
+    prints an empty report, it does not crash reading the curves of no runs."""
+    import pandas as pd
+
+    bench = seed_benchmark()
+    rows = pd.DataFrame(columns=["method", "seed", "status", "error", "val_mse", "metric_mse", "method_params"])
+    assert bench.curve_errors(tmp_path, rows, "regression", 4) == {}
+    assert bench.best_lrs(rows, "regression") == {} and bench.best_per_method(rows, "regression") == {}
+
+
+def test_seed_benchmark_full_grid_extends_upwards_only_for_the_methods_at_its_top():
+    """The 100-epoch classification put DRTP and LLO at the common grid's top (3e-3), the
+    200-epoch regression LLO: their grid goes on upwards, the others' stops where their best was
+    interior (a grid per method and setting)."""
+    import argparse
+
+    bench = seed_benchmark()
+    specs = bench.build_specs(argparse.Namespace(quick=False, seeds=[0]), "classification")
+    rates = {m: sorted(s.method_params["lr"] for s in specs if s.method == m) for m in bench.METHODS}
+    assert rates["drtp"] == rates["llo"] == [1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2]
+    assert rates["backprop"] == rates["f3"] == rates["dfa"] == [1e-4, 3e-4, 1e-3, 3e-3]
+    quick = bench.build_specs(argparse.Namespace(quick=True, seeds=[0]), "classification")
+    assert {s.method_params["lr"] for s in quick if s.method == "drtp"} == {3e-4, 3e-3}
+    reg = bench.build_specs(argparse.Namespace(quick=False, seeds=[0]), "regression")
+    assert {s.method_params["lr"] for s in reg if s.method == "llo"} == {1e-4, 3e-4, 1e-3, 3e-3, 1e-2, 3e-2}
+    assert {s.method_params["lr"] for s in reg if s.method == "drtp"} == {1e-4, 3e-4, 1e-3, 3e-3}
+
+
+def test_gap_closed_is_undefined_where_the_baseline_does_not_trail_backprop():
+    """LLO matched or beat backprop on the 200-epoch regression: (E_b − E_F³)/(E_b − E_BP) then
+    divides by ~0 or flips sign (it read 17.7 there), so that seed has no gap to close (NaN)
+    and is named, rather than scoring F³ as closing 1770 % of it."""
+    import math
+
+    import pandas as pd
+
+    bench = seed_benchmark()
+    best = {"backprop": pd.Series({0: 0.040, 1: 0.040}), "f3": pd.Series({0: 0.06, 1: 0.05}),
+            "llo": pd.Series({0: 0.037, 1: 0.080})}
+    gaps = bench.gap_closed(best, "f3", "llo")
+    assert math.isnan(gaps[0]) and gaps[1] == pytest.approx(0.75)
+    assert bench.undefined_gap_line(best, "llo") == (
+        "gap vs llo undefined on seed 0: llo's test error is not above backprop's")
+    assert bench.undefined_gap_line(best, "f3") is None

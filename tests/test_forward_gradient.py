@@ -452,3 +452,22 @@ def test_seed_benchmark_names_the_rows_whose_best_rate_is_a_grid_edge():
     best = bench.best_lr(rows)
     assert best["weight", "mean", 1] == (1e-2, (1e-3, 1e-2, 1e-1))
     assert bench.edge_rows(best) == [("weight", "projection", 1, 10.0, "top")]
+
+
+def test_seed_benchmark_full_grid_extends_below_the_rows_its_150_steps_put_at_the_bottom():
+    """The full mode's 150 steps moved four rows' best rate to their 60-step grid's bottom
+    (2026-12-02): in full mode those rows get the next half decade below; quick keeps its grid."""
+    import argparse
+
+    bench = load_script("benchmarks/seeds/forward_gradient.py")
+
+    def rates(quick, perturb, combine, k):
+        specs = bench.training_specs(argparse.Namespace(quick=quick, seeds=[0]))
+        return sorted(s.method_params["lr"] for s in specs if s.method == "forward_gradient"
+                      and s.method_params.get("perturb", "weight") == perturb
+                      and s.method_params["combine"] == combine and s.method_params["tangents"] == k)
+
+    assert rates(False, "weight", "mean", 1) == [0.0033, 0.01, 0.03, 0.09]
+    assert rates(False, "activity", "projection", 16) == [1.1, 3.3, 10.0, 30.0]
+    assert rates(False, "weight", "projection", 16) == [3.3, 10.0, 30.0]
+    assert rates(True, "weight", "mean", 1) == [0.01, 0.03, 0.09]
