@@ -91,17 +91,19 @@ def accounted(env: dict, job_ids: list[str]) -> dict[str, str]:
     return dict(line.split("|")[:2] for line in out.splitlines() if line.strip())
 
 
-def wait_for_jobs(env: dict, job_ids: list[str], timeout: float = 400) -> dict[str, str]:
+def wait_for_jobs(env: dict, job_ids: list[str], timeout: float = 400, expect: int = 0) -> dict[str, str]:
     """Block until none of the jobs is queued or running and accounting has every task's final
     state; returns array task → final state. squeue drops a task before slurmdbd records its end
-    (a full run on 2026-12-02 saw '7_1: RUNNING' in sacct after squeue was empty)."""
+    (a full run on 2026-12-02 saw '7_1: RUNNING' in sacct after squeue was empty); with ``expect``,
+    also until that many tasks are in accounting at all (CI once saw 3 of 4 listed)."""
     deadline = time.time() + timeout
     while squeue(env, "-j", ",".join(job_ids)):
         assert time.time() < deadline, f"jobs {job_ids} still queued after {timeout} s"
         time.sleep(1)
     while True:
         states = accounted(env, job_ids)
-        if not any(state.split()[0] in LIVE_STATES for state in states.values()) or time.time() > deadline:
+        settled = len(states) >= expect and not any(s.split()[0] in LIVE_STATES for s in states.values())
+        if settled or time.time() > deadline:
             return states
         time.sleep(1)
 
@@ -214,7 +216,7 @@ def test_sbatch_scripts_run_the_campaign_and_a_stale_resubmission_runs_nothing(s
         assert " J (estimate" in lines[0]
 
     stale = submit()  # the same, now stale, scripts again: every task finds its run stored
-    assert sorted(wait_for_jobs(slurm_env, stale).values()) == ["COMPLETED"] * 4
+    assert sorted(wait_for_jobs(slurm_env, stale, expect=4).values()) == ["COMPLETED"] * 4
     assert rows(results) == stored
     assert Store(results).execute("SELECT count(*) FROM runs_all").fetchall() == [(4,)]
     for job in stale:
