@@ -40,15 +40,20 @@ the other workloads) 20.6 % — but on an independent grid (cpu-v1, backprop/OIA
 workloads, 15 cells; backprop ran quiet there, the others loaded) that ratio model misses by 57.2 %
 against this model's 53.8 %. None validated better on both, so none was built.
 
-The ratios themselves do not reproduce: a second quiet ``-j 2`` demo campaign (same code, fresh
-store, 64/64 ok in 63 s) has DFA at 0.86× backprop on the small MLP and 0.72× on the tiny one, and
-its leave-one-cell-out error is 22.4 % (train seconds) and 19.1 % (joules), now with backprop and F³
-missing and DFA within 2 %. Between the two campaigns the same cell's median train seconds moved by
-a median 15.1 % (21 cells, 0.33×–1.15×; F³/DFA cells 0.59×–0.82×): seeds of a cell run next to
-each other under the same neighbours, so their agreement understates how much a cell's time moves
-between campaigns on two shared cores. The error left is of the order of the measurement's
-repeatability (a forecast of one campaign's cells from another's same configurations would miss
-by about that), not of a model's.
+The ratios themselves did not reproduce: a second quiet ``-j 2`` demo campaign (same code, fresh
+store, 64/64 ok in 63 s) had DFA at 0.86× backprop on the small MLP and 0.72× on the tiny one, and
+validated at 22.4 % (train seconds) and 19.1 % (joules). Identical single-thread runs alone on this
+machine drift by 1.2–1.8× (max/min) in blocks of seconds to tens of seconds, and a matmul speed
+probe does not follow it (correlation 0.14–0.20). Run cell by cell, a drift lands on all seeds of
+one cell and reads as a cell effect. What brought it under 20 % is measurement design, not the
+model: five seeds per LTSF cell in the demo, and repeats interleaved (every cell's i-th seed before any cell's (i+1)-th,
+``campaign.expand_runs``). Quiet ``-j 2`` demo campaigns, leave-one-cell-out median error of
+train seconds (2026-12-03, ``benchmarks/forecast_error.py`` and by hand): five seeds, interleaved
+2.6, 5.0, 6.2, 6.3, 7.4, 7.7, 7.9, 10.8, 14.3, 19.4 % (joules 8.9–19.9 %); five seeds, cell by
+cell 7.7, 8.9, 9.6, 9.6, 13.6, 44.1 %; three seeds, interleaved 2.1, 5.5, 8.4, 11.0, 13.2, 23.2 %;
+three seeds, cell by cell 8.9, 9.4, 17.0, 20.4 % (2026-12-02: 15.7, 21.3, 22.4, 23.5 %).
+The two pruning cells forecast from each other ("other method parameters") stay at 13–22 %:
+structured pruning is consistently ~18 % faster than unstructured, which that level ignores.
 
 ``validate`` leaves each stored cell (configuration minus seed) out in turn, forecasts it from the
 rest, and reports the median absolute percentage error of train seconds and joules.

@@ -10,6 +10,9 @@ RESULTS=${RESULTS:-results}
 .venv/bin/joulebench campaign run examples/campaigns/demo.toml --results "$RESULTS" -j "${JOBS:-2}"
 .venv/bin/joulebench results --results "$RESULTS" --table leaderboard --columns \
   task,preset,method,model,seeds,primary_metric,primary_median,train_energy_j,energy_source,train_s
+# the cost forecast, validated on what just ran (leave-one-cell-out; README "Planning a campaign's cost")
+.venv/bin/joulebench campaign plan examples/campaigns/demo.toml --results "$RESULTS" --validate \
+  | sed -n '/^median absolute error/,/^coverage/p'
 if [ -z "${NO_LEADERBOARD:-}" ]; then
   exec .venv/bin/joulebench leaderboard --results "$RESULTS" --port "${PORT:-8501}"
 fi

@@ -226,3 +226,20 @@ def test_report_never_shares_a_median_between_estimated_and_measured_energy(tmp_
     # one kind only: the header says it, no extra column
     one = markdown_table(rows.iloc[:2], {"k0": "backprop", "k1": "backprop"}).splitlines()
     assert "train J (estimate)" in one[0] and "| energy |" not in one[0] and len(one) == 3
+
+
+def test_repeats_are_interleaved_so_machine_drift_spreads_over_cells(tmp_path: Path) -> None:
+    """Every cell's seed i runs before any cell's seed i+1 (AlgoPerf/benchopt-style interleaved
+    repeats): a machine that slows for a minute then touches one repeat of many cells, not all
+    repeats of one cell, so cross-cell time ratios (the forecast's factors) are not biased by it."""
+    registry()
+    specs = expand(Campaign.load(write(tmp_path)))
+    assert [s.seed for s in specs] == [0, 0, 1, 1]
+    assert [s.task_params["batch_size"] for s in specs] == [16, 32, 16, 32]
+    cell_major = write(tmp_path, name="cells")
+    cell_major.write_text('order = "cell"\n' + cell_major.read_text())
+    assert [s.seed for s in expand(Campaign.load(cell_major))] == [0, 1, 0, 1]
+    cell_major.write_text(cell_major.read_text().replace('"cell"', '"random"'))
+    with pytest.raises(SpecError, match="order") as info:
+        Campaign.load(cell_major)
+    assert "\n" not in str(info.value)
