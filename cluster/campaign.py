@@ -114,9 +114,9 @@ def expand_runs(campaign: Campaign) -> list[tuple[RunSpec, dict[str, Any]]]:
     """Every run the campaign asks for, in a stable order, with its cluster resources (layered
     like everything else: campaign defaults < method section < grid block).
 
-    Repeats are interleaved: every cell's i-th seed comes before any cell's (i+1)-th. On this
-    virtual machine identical runs drift by 1.2-1.8x (max/min) in blocks of seconds to tens of
-    seconds; run cell by cell, a drift lands on all seeds of one cell and biases its median
+    Repeats are interleaved: every cell's i-th seed comes before any cell's (i+1)-th. On the
+    2-core virtual machine this was measured on, identical runs drift by 1.2-1.8x (max/min) in
+    blocks of seconds to tens of seconds; run cell by cell, a drift lands on all seeds of one cell and biases its median
     against the others, which the cost forecast then learns as a cell effect (estimate.py)."""
     runs: list[tuple[int, RunSpec, dict[str, Any]]] = []
     for block in campaign.grid:

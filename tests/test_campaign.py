@@ -229,9 +229,8 @@ def test_report_never_shares_a_median_between_estimated_and_measured_energy(tmp_
 
 
 def test_repeats_are_interleaved_so_machine_drift_spreads_over_cells(tmp_path: Path) -> None:
-    """Every cell's seed i runs before any cell's seed i+1 (AlgoPerf/benchopt-style interleaved
-    repeats): a machine that slows for a minute then touches one repeat of many cells, not all
-    repeats of one cell, so cross-cell time ratios (the forecast's factors) are not biased by it."""
+    """Every cell's seed i runs before any cell's seed i+1 (interleaved repeats): a machine
+    that slows for a minute then touches one repeat of many cells, not all repeats of one cell, so cross-cell time ratios (the forecast's factors) are not biased by it."""
     registry()
     specs = expand(Campaign.load(write(tmp_path)))
     assert [s.seed for s in specs] == [0, 0, 1, 1]
